@@ -1,0 +1,239 @@
+//! The headless front end: `glichen generate | fetch | models | layout-from-png`. A thin shell over
+//! the library; errors become readable messages here (anyhow), never panics.
+
+pub mod png_meta;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use glichen::layout::{Layout, SchedulerKind};
+use glichen::pipeline::{self, CancelToken, GenerateOptions, GligenModel, PipelineError};
+use glichen::weights;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "glichen", version, about = "Grounded text-to-image generation (GLIGEN) with candle")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Render a layout to a PNG (and optionally its final latents).
+    Generate(GenerateArgs),
+    /// Download a catalogue model (or any hub repo id) into the Hugging Face cache.
+    Fetch {
+        /// Catalogue name (see `glichen models`) or hub repo id.
+        name: String,
+    },
+    /// List the catalogue of known GLIGEN checkpoints.
+    Models,
+    /// Print the layout JSON embedded in a PNG that Glichen wrote.
+    LayoutFromPng { image: PathBuf },
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A diffusers model folder, an original GLIGEN checkpoint file, a catalogue name or a hub repo id.
+    #[arg(long)]
+    pub model: String,
+    /// Layout JSON file.
+    #[arg(long)]
+    pub layout: PathBuf,
+    /// Output PNG (carries the layout in a `glichen-layout` text chunk).
+    #[arg(long, default_value = "out.png")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Scheduled sampling: fraction of the steps in which grounding acts.
+    #[arg(long)]
+    pub alpha0: Option<f64>,
+    /// Fraction of the steps over which grounding fades out after α₀ (the original code's decay).
+    #[arg(long)]
+    pub alpha_decay: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, value_parser = clap::builder::ValueParser::new(parse_scheduler))]
+    pub scheduler: Option<SchedulerKind>,
+    /// cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Start from the tensor `latents` of this safetensors file instead of seeded noise.
+    #[arg(long)]
+    pub init_latents: Option<PathBuf>,
+    /// Write the final latents (before VAE decoding) as tensor `latents`.
+    #[arg(long)]
+    pub save_latents: Option<PathBuf>,
+    /// Recorded noise draws (`vae_noise`, `step_noise`) for grounded inpainting.
+    #[arg(long)]
+    pub noise: Option<PathBuf>,
+    /// Write a cheap latent preview PNG per step into this folder.
+    #[arg(long)]
+    pub previews: Option<PathBuf>,
+}
+
+fn parse_scheduler(s: &str) -> std::result::Result<SchedulerKind, String> {
+    s.parse::<SchedulerKind>().map_err(|e| e.to_string())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Generate(args)) => generate(args),
+        Some(Command::Fetch { name }) => {
+            let source = weights::resolve_model(&name, true)?;
+            println!("{}", describe_source(&source));
+            Ok(())
+        }
+        Some(Command::Models) => {
+            for e in weights::catalogue::entries() {
+                println!("{:<40} {:<45} {:<22} {}", e.name, format!("{}@{}", e.repo, e.revision), e.modality, e.description);
+            }
+            Ok(())
+        }
+        Some(Command::LayoutFromPng { image }) => {
+            let json = png_meta::read_layout_chunk(&image)?;
+            println!("{json}");
+            Ok(())
+        }
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            println!();
+            Ok(())
+        }
+    }
+}
+
+fn describe_source(source: &weights::ModelSource) -> String {
+    match source {
+        weights::ModelSource::Folder(p) => p.display().to_string(),
+        weights::ModelSource::OriginalCheckpoint(p) => p.display().to_string(),
+    }
+}
+
+/// Writes `bytes` next to `path` and renames it into place, so a crash never leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+fn load_latents(path: &Path, name: &str) -> Result<candle_core::Tensor> {
+    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
+    tensors
+        .get(name)
+        .cloned()
+        .with_context(|| format!("{}: no tensor named `{name}` (found: {:?})", path.display(), tensors.keys().collect::<Vec<_>>()))
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let mut layout = Layout::load(&args.layout)?;
+    // Command-line settings override the layout's and are recorded in the written PNG.
+    let s = &mut layout.sampling;
+    if args.steps.is_some() {
+        s.steps = args.steps;
+    }
+    if args.guidance.is_some() {
+        s.guidance_scale = args.guidance;
+    }
+    if args.alpha0.is_some() {
+        s.alpha0 = args.alpha0;
+    }
+    if args.alpha_decay.is_some() {
+        s.alpha_decay = args.alpha_decay;
+    }
+    if args.seed.is_some() {
+        s.seed = args.seed;
+    }
+    if args.scheduler.is_some() {
+        s.scheduler = args.scheduler;
+    }
+    layout.validate().map_err(|e| anyhow::anyhow!("{}: {e}", args.layout.display()))?;
+    if args.noise.is_some() && layout.inpaint.is_none() {
+        tracing::warn!("--noise is only used for grounded inpainting; this layout has no `inpaint` image, so it is ignored");
+    }
+    let init = match &args.init_latents {
+        Some(p) => Some(load_latents(p, "latents")?),
+        None => None,
+    };
+
+    let device = pipeline::parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let dtype = pipeline::parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
+    let source = weights::resolve_model(&args.model, true)?;
+    let started = std::time::Instant::now();
+    let model = GligenModel::load(&source, &device, dtype)?;
+    tracing::info!("loaded {} in {:.1?}", model.name, started.elapsed());
+
+    let mut options = GenerateOptions::from_layout(&layout, model.default_scheduler);
+    options.decode = true;
+    if layout.sampling.seed.is_none() {
+        layout.sampling.seed = Some(options.seed);
+    }
+
+    let bar = indicatif::ProgressBar::new(options.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} ({per_sec}) {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if let Some(dir) = &args.previews {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut preview_error = None;
+    let cancel = CancelToken::new();
+    let result = model.generate(
+        &layout,
+        &options,
+        init.as_ref(),
+        &mut |u| {
+            bar.set_position(u.step as u64 + 1);
+            bar.set_message(format!("t={} grounding {:.2}", u.timestep, u.gate_scale));
+            if let Some(dir) = &args.previews {
+                let path = dir.join(format!("step_{:03}.png", u.step));
+                let res = pipeline::preview::latents_to_rgb(u.pred_x0)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|img| img.save(&path).with_context(|| format!("writing {}", path.display())));
+                if let Err(e) = res {
+                    preview_error.get_or_insert(e);
+                }
+            }
+        },
+        &cancel,
+    );
+    bar.finish_and_clear();
+    let generated = match result {
+        Ok(g) => g,
+        Err(PipelineError::Cancelled) => bail!("cancelled"),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(e) = preview_error {
+        tracing::warn!("previews: {e:#}");
+    }
+    for w in &generated.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(path) = &args.save_latents {
+        let t = generated.latents.to_device(&candle_core::Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
+        let mut map = std::collections::HashMap::new();
+        map.insert("latents".to_string(), t);
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(img) = &generated.image {
+        let json = layout.to_json_pretty()?;
+        let bytes = png_meta::encode_png_with_layout(img, &json)?;
+        write_atomic(&args.out, &bytes)?;
+        eprintln!("wrote {} (seed {}, {:.1?})", args.out.display(), generated.seed, started.elapsed());
+    }
+    Ok(())
+}

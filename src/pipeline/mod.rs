@@ -1,0 +1,553 @@
+//! The GLIGEN sampling loop: prompt and phrase encoding, grounding inputs, classifier-free
+//! guidance, scheduled sampling (α₀ and the original code's decay), per-step previews,
+//! cancellation, VAE decode.
+
+pub mod preview;
+pub mod scheduler;
+
+use crate::layout::{Entity, Layout, LayoutError, ModelLimits};
+use crate::model::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, Grounding, PositionNetInput, UNet2DConditionModel, UNetConfig, VaeConfig,
+};
+use crate::weights::{ClipTokenizer, DiffusersFolder, ModelSource, WeightsError};
+use candle_core::{DType, Device, Tensor};
+use scheduler::{build_scheduler, SchedulerConfig, SchedulerError, SchedulerType};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// diffusers' and the original code's number of grounding slots.
+pub const MAX_GROUNDING_SLOTS: usize = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error("the layout does not fit this model:\n{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Compute { context: String, source: candle_core::Error },
+    #[error("generation cancelled")]
+    Cancelled,
+}
+
+trait Context<T> {
+    fn ctx(self, context: &str) -> Result<T, PipelineError>;
+}
+
+impl<T> Context<T> for candle_core::Result<T> {
+    fn ctx(self, context: &str) -> Result<T, PipelineError> {
+        self.map_err(|source| PipelineError::Compute { context: context.to_string(), source })
+    }
+}
+
+/// Shared flag that stops a running generation before its next UNet evaluation or the decode.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst)
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`, `metal` or `auto` (the best device this build can use).
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    let err = |e: candle_core::Error| format!("device {name:?}: {e}");
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(err),
+        "metal" => Device::new_metal(0).map_err(err),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                Device::new_cuda(0).map_err(err)
+            } else if candle_core::utils::metal_is_available() {
+                Device::new_metal(0).map_err(err)
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(i) => Device::new_cuda(i).map_err(err),
+            None => Err(format!("unknown device {other:?} (expected cpu, cuda, cuda:N, metal or auto)")),
+        },
+    }
+}
+
+pub fn parse_dtype(name: &str) -> Result<DType, String> {
+    match name {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" | "fp16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(format!("unknown dtype {other:?} (expected f32, f16 or bf16)")),
+    }
+}
+
+/// A loaded GLIGEN pipeline: every network on one device in one dtype.
+pub struct GligenModel {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    /// `scheduler_config.json` as read, so that another scheduler class can be built from it.
+    pub scheduler_json: String,
+    pub default_scheduler: SchedulerType,
+    pub device: Device,
+    pub dtype: DType,
+    /// Where the model came from, for messages.
+    pub name: String,
+}
+
+fn build_err(component: &str) -> impl Fn(candle_core::Error) -> WeightsError + '_ {
+    move |e| WeightsError::Build { component: component.to_string(), message: e.to_string() }
+}
+
+impl GligenModel {
+    pub fn load(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self, PipelineError> {
+        match source {
+            ModelSource::Folder(root) => Self::load_diffusers(&DiffusersFolder::open(root)?, device, dtype),
+            ModelSource::OriginalCheckpoint(path) => Self::load_original(path, device, dtype),
+        }
+    }
+
+    /// An original GLIGEN checkpoint: networks renamed to diffusers' names, CLIP's vocabulary, and
+    /// the PLMS schedule of the original sampler (the checkpoint's own betas when it has them).
+    pub fn load_original(path: &std::path::Path, device: &Device, dtype: DType) -> Result<Self, PipelineError> {
+        use crate::weights::original::{GroundingKind, OriginalCheckpoint};
+        let ck = OriginalCheckpoint::open(path, &Device::Cpu)?;
+        if matches!(ck.grounding, GroundingKind::Other | GroundingKind::TextImageBox) {
+            return Err(WeightsError::Config {
+                path: path.to_path_buf(),
+                message: format!("{:?} grounding checkpoints are not supported yet (text-box and keypoint are)", ck.grounding),
+            }
+            .into());
+        }
+        let tokenizer = ClipTokenizer::builtin()?;
+        let text_encoder = ClipTextModel::new(ck.text_encoder.into_var_builder(dtype, device), &ck.clip_config)
+            .map_err(build_err("text encoder"))?;
+        let unet = UNet2DConditionModel::new(ck.unet.into_var_builder(dtype, device), &ck.unet_config).map_err(build_err("UNet"))?;
+        let vae = AutoencoderKL::new(ck.vae.into_var_builder(dtype, device), &ck.vae_config).map_err(build_err("VAE"))?;
+        let mut sched = SchedulerConfig::stable_diffusion_v1();
+        sched.trained_betas = ck.betas;
+        // The original samplers' timesteps: `range(0, 1000, 1000 // steps) + 1`.
+        sched.timestep_spacing = scheduler::TimestepSpacing::LdmUniform;
+        let scheduler_json = serde_json::to_string(&sched).map_err(|e| WeightsError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_json,
+            default_scheduler: SchedulerType::Pndm,
+            device: device.clone(),
+            dtype,
+            name: path.display().to_string(),
+        })
+    }
+
+    /// The scheduler config for `kind`: the model's own when it names that class, else built from
+    /// it with the other class's defaults for missing keys (diffusers' `from_config`; note that
+    /// DDIM's default `clip_sample` is true).
+    pub fn scheduler_config(&self, kind: SchedulerType) -> Result<SchedulerConfig, PipelineError> {
+        let own = SchedulerConfig::from_json_str(&self.scheduler_json)?;
+        if own.scheduler_type() == Some(kind) {
+            Ok(own)
+        } else {
+            Ok(SchedulerConfig::from_json_str_for(&self.scheduler_json, kind)?)
+        }
+    }
+
+    pub fn load_diffusers(folder: &DiffusersFolder, device: &Device, dtype: DType) -> Result<Self, PipelineError> {
+        let tokenizer = folder.tokenizer()?;
+
+        let clip_cfg: ClipTextConfig = folder.config("text_encoder")?;
+        let vb = folder.weights("text_encoder")?.into_var_builder(dtype, device);
+        // transformers 4 wrote `text_model.*` keys; transformers 5 writes them without the prefix.
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") { vb.pp("text_model") } else { vb };
+        let text_encoder = ClipTextModel::new(vb, &clip_cfg).map_err(build_err("text encoder"))?;
+
+        let unet_cfg: UNetConfig = folder.config("unet")?;
+        if !matches!(unet_cfg.attention_type.as_deref(), Some("gated") | Some("gated-text-image")) {
+            return Err(WeightsError::Config {
+                path: folder.root.join("unet/config.json"),
+                message: "attention_type is not \"gated\": this is not a GLIGEN UNet".into(),
+            }
+            .into());
+        }
+        let vb = folder.weights("unet")?.into_var_builder(dtype, device);
+        let unet = UNet2DConditionModel::new(vb, &unet_cfg).map_err(build_err("UNet"))?;
+
+        let vae_cfg: VaeConfig = folder.config("vae")?;
+        let vb = folder.weights("vae")?.into_var_builder(dtype, device);
+        let vae = AutoencoderKL::new(vb, &vae_cfg).map_err(build_err("VAE"))?;
+
+        let sched_path = folder.root.join("scheduler").join("scheduler_config.json");
+        let scheduler_json =
+            std::fs::read_to_string(&sched_path).map_err(|source| WeightsError::Io { path: sched_path.clone(), source })?;
+        let default_scheduler = SchedulerConfig::from_json_str(&scheduler_json)
+            .map_err(|e| WeightsError::Config { path: sched_path.clone(), message: e.to_string() })?
+            .scheduler_type()
+            .unwrap_or(SchedulerType::Pndm);
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_json,
+            default_scheduler,
+            device: device.clone(),
+            dtype,
+            name: folder.root.display().to_string(),
+        })
+    }
+
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config.downscale_factor()
+    }
+
+    /// What layouts this model can take, for validation.
+    pub fn limits(&self) -> ModelLimits {
+        ModelLimits {
+            vae_scale_factor: self.vae_scale_factor(),
+            max_grounding_slots: MAX_GROUNDING_SLOTS,
+            supports_text_boxes: self.unet.position_net.as_ref().is_some_and(|p| !p.is_keypoint()),
+            supports_image_boxes: false,
+            supports_keypoints: self.unet.position_net.as_ref().is_some_and(|p| p.is_keypoint()),
+            max_people: self.unet.position_net.as_ref().and_then(|p| p.max_persons()).unwrap_or(8),
+            supports_inpainting: false,
+            ..ModelLimits::default()
+        }
+    }
+
+    fn latent_channels(&self) -> usize {
+        self.vae.config.latent_channels
+    }
+
+    /// Prompt embeddings `[1, 77, C]` (padded with the tokenizer's padding token, truncated with a
+    /// warning).
+    pub fn encode_prompt(&self, text: &str, what: &str, warnings: &mut Vec<String>) -> Result<Tensor, PipelineError> {
+        let tok = self.tokenizer.encode(text, true)?;
+        if tok.truncated_tokens > 0 {
+            let msg = format!(
+                "the {what} is {} tokens long; the text encoder reads {}, so its last {} tokens are ignored",
+                tok.content_tokens,
+                self.tokenizer.max_length - 2,
+                tok.truncated_tokens
+            );
+            tracing::warn!("{msg}");
+            warnings.push(msg);
+        }
+        let n = tok.ids.len();
+        let ids = Tensor::from_vec(tok.ids, (1, n), &self.device).ctx("prompt tokens")?;
+        let out = self.text_encoder.forward(&ids, self.tokenizer.eos_id).ctx("text encoder")?;
+        Ok(out.last_hidden_state)
+    }
+
+    /// Pooled phrase embeddings `[P, C]`: the hidden state at each phrase's end token.
+    pub fn encode_phrases(&self, phrases: &[&str], warnings: &mut Vec<String>) -> Result<Tensor, PipelineError> {
+        let mut seqs = Vec::with_capacity(phrases.len());
+        for (i, p) in phrases.iter().enumerate() {
+            let tok = self.tokenizer.encode(p, false)?;
+            if tok.truncated_tokens > 0 {
+                let msg = format!("phrase {i} ({p:?}) is longer than the text encoder's window; it was truncated");
+                tracing::warn!("{msg}");
+                warnings.push(msg);
+            }
+            seqs.push(tok.ids);
+        }
+        let longest = seqs.iter().map(Vec::len).max().unwrap_or(2);
+        let mut flat = Vec::with_capacity(seqs.len() * longest);
+        for s in &seqs {
+            flat.extend_from_slice(s);
+            flat.extend(std::iter::repeat_n(self.tokenizer.pad_id, longest - s.len()));
+        }
+        let ids = Tensor::from_vec(flat, (seqs.len(), longest), &self.device).ctx("phrase tokens")?;
+        Ok(self.text_encoder.forward(&ids, self.tokenizer.eos_id).ctx("phrase encoding")?.pooler_output)
+    }
+}
+
+/// Everything a generation needs beyond the layout, resolved from the layout's `sampling`, the
+/// command line and the model's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    pub steps: usize,
+    pub guidance_scale: f64,
+    pub alpha0: f64,
+    pub alpha_decay: f64,
+    pub seed: u64,
+    pub scheduler: SchedulerType,
+    /// Decode the final latents to pixels (off for latents-only runs).
+    pub decode: bool,
+}
+
+impl GenerateOptions {
+    /// The layout's choices, with the model's scheduler when the layout names none and a random seed
+    /// when it pins none.
+    pub fn from_layout(layout: &Layout, model_default: SchedulerType) -> Self {
+        let s = layout.sampling.resolve();
+        let scheduler = match layout.sampling.scheduler {
+            Some(crate::layout::SchedulerKind::Ddim) => SchedulerType::Ddim,
+            Some(crate::layout::SchedulerKind::Pndm) => SchedulerType::Pndm,
+            None => model_default,
+        };
+        Self {
+            steps: s.steps,
+            guidance_scale: s.guidance_scale,
+            alpha0: s.alpha0,
+            alpha_decay: s.alpha_decay,
+            seed: s.seed.unwrap_or_else(rand::random),
+            scheduler,
+            decode: true,
+        }
+    }
+
+    /// Grounding gate scale for each sampling step (1 = full, 0 = fuser off).
+    pub fn gate_scales(&self) -> Vec<f32> {
+        crate::layout::grounding_alphas(self.alpha0, self.alpha_decay, self.steps)
+    }
+}
+
+/// What the per-step callback sees.
+pub struct StepUpdate<'a> {
+    /// Sampling step just finished, 0-based.
+    pub step: usize,
+    pub total: usize,
+    pub timestep: usize,
+    /// The scheduler's prediction of the clean latents at this step (for previews).
+    pub pred_x0: &'a Tensor,
+    /// The latents after this step.
+    pub latents: &'a Tensor,
+    pub gate_scale: f32,
+}
+
+pub struct Generated {
+    /// Final latents `[1, 4, h, w]`, before VAE decoding.
+    pub latents: Tensor,
+    pub image: Option<image::RgbImage>,
+    pub seed: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Standard-normal noise from a seeded generator on the CPU, so a seed gives the same picture on
+/// every device.
+pub fn seeded_noise(seed: u64, shape: (usize, usize, usize, usize), device: &Device) -> candle_core::Result<Tensor> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let data: Vec<f32> = (0..n).map(|_| rand_distr::StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(data, shape, device)
+}
+
+impl GligenModel {
+    /// Grounding inputs for the text-box entities: boxes, masks and phrase embeddings padded to 30
+    /// slots, batched as `[unconditional (all masks 0), conditional]` when guidance is on.
+    fn grounding_input(&self, layout: &Layout, cfg: bool, warnings: &mut Vec<String>) -> Result<Option<PositionNetInput>, PipelineError> {
+        let Some(net) = self.unet.position_net.as_ref() else {
+            return Ok(None);
+        };
+        if net.is_keypoint() {
+            return self.keypoint_input(layout, cfg, net.max_persons().unwrap_or(8)).map(Some);
+        }
+        let mut phrases = Vec::new();
+        let mut boxes = Vec::new();
+        for e in &layout.entities {
+            if let Entity::TextBox { phrase, bbox } = e {
+                phrases.push(phrase.as_str());
+                boxes.push(bbox.map(|v| v as f32));
+            }
+        }
+        let dim = self.unet.position_net.as_ref().map(|p| p.positive_len).unwrap_or(0);
+        let n = boxes.len();
+        let mut box_data = vec![0f32; MAX_GROUNDING_SLOTS * 4];
+        let mut mask = vec![0f32; MAX_GROUNDING_SLOTS];
+        for (i, b) in boxes.iter().enumerate() {
+            box_data[i * 4..i * 4 + 4].copy_from_slice(b);
+            mask[i] = 1.0;
+        }
+        let dev = &self.device;
+        let emb = if n > 0 {
+            let e = self.encode_phrases(&phrases, warnings)?.to_dtype(DType::F32).ctx("phrase embeddings")?;
+            let pad = Tensor::zeros((MAX_GROUNDING_SLOTS - n, dim), DType::F32, dev).ctx("phrase padding")?;
+            Tensor::cat(&[&e, &pad], 0).ctx("phrase embeddings")?
+        } else {
+            Tensor::zeros((MAX_GROUNDING_SLOTS, dim), DType::F32, dev).ctx("phrase embeddings")?
+        };
+        let boxes = Tensor::from_vec(box_data, (1, MAX_GROUNDING_SLOTS, 4), dev).ctx("boxes")?;
+        let masks = Tensor::from_vec(mask, (1, MAX_GROUNDING_SLOTS), dev).ctx("masks")?;
+        let emb = emb.unsqueeze(0).ctx("phrase embeddings")?;
+        let (boxes, masks, emb) = if cfg {
+            let zeros = masks.zeros_like().ctx("masks")?;
+            (
+                Tensor::cat(&[&boxes, &boxes], 0).ctx("boxes")?,
+                Tensor::cat(&[&zeros, &masks], 0).ctx("masks")?,
+                Tensor::cat(&[&emb, &emb], 0).ctx("phrase embeddings")?,
+            )
+        } else {
+            (boxes, masks, emb)
+        };
+        Ok(Some(PositionNetInput {
+            boxes,
+            masks,
+            phrase_embeddings: emb.to_dtype(self.dtype).ctx("phrase embeddings")?,
+            phrase_masks: None,
+            image_masks: None,
+            image_embeddings: None,
+        }))
+    }
+
+    /// Keypoint grounding: `[persons·17, 2]` points in COCO order, mask 1 where a point is given.
+    fn keypoint_input(&self, layout: &Layout, cfg: bool, persons: usize) -> Result<PositionNetInput, PipelineError> {
+        use crate::model::position_net::KEYPOINTS_PER_PERSON;
+        let n = persons * KEYPOINTS_PER_PERSON;
+        let mut points = vec![0f32; n * 2];
+        let mut mask = vec![0f32; n];
+        let people = layout.entities.iter().filter_map(|e| match e {
+            Entity::Keypoints { points } => Some(points),
+            _ => None,
+        });
+        for (p, person) in people.enumerate().take(persons) {
+            for (j, point) in person.iter().enumerate().take(KEYPOINTS_PER_PERSON) {
+                if let Some([x, y]) = point {
+                    let idx = p * KEYPOINTS_PER_PERSON + j;
+                    points[idx * 2] = *x as f32;
+                    points[idx * 2 + 1] = *y as f32;
+                    mask[idx] = 1.0;
+                }
+            }
+        }
+        let dev = &self.device;
+        let points = Tensor::from_vec(points, (1, n, 2), dev).ctx("keypoints")?;
+        let masks = Tensor::from_vec(mask, (1, n), dev).ctx("keypoint masks")?;
+        let (points, masks) = if cfg {
+            (
+                Tensor::cat(&[&points, &points], 0).ctx("keypoints")?,
+                Tensor::cat(&[&masks.zeros_like().ctx("keypoint masks")?, &masks], 0).ctx("keypoint masks")?,
+            )
+        } else {
+            (points, masks)
+        };
+        let b = points.dim(0).ctx("keypoints")?;
+        Ok(PositionNetInput {
+            phrase_embeddings: Tensor::zeros((b, n, 1), self.dtype, dev).ctx("keypoints")?,
+            boxes: points,
+            masks,
+            phrase_masks: None,
+            image_masks: None,
+            image_embeddings: None,
+        })
+    }
+
+    /// Runs the whole pipeline on `layout`. `init_latents` replaces the seeded starting noise
+    /// (`[1, 4, H/f, W/f]`); `on_step` is called after every sampling step.
+    pub fn generate(
+        &self,
+        layout: &Layout,
+        options: &GenerateOptions,
+        init_latents: Option<&Tensor>,
+        on_step: &mut dyn FnMut(&StepUpdate),
+        cancel: &CancelToken,
+    ) -> Result<Generated, PipelineError> {
+        layout.validate_for(&self.limits()).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let mut warnings = Vec::new();
+        let dev = &self.device;
+        let f = self.vae_scale_factor();
+        let (h, w) = (layout.height as usize / f, layout.width as usize / f);
+        let shape = (1, self.latent_channels(), h, w);
+
+        let cfg = options.guidance_scale > 1.0;
+        let cond = self.encode_prompt(&layout.prompt, "prompt", &mut warnings)?;
+        let context = if cfg {
+            let uncond = self.encode_prompt(&layout.negative_prompt, "negative prompt", &mut warnings)?;
+            Tensor::cat(&[&uncond, &cond], 0).ctx("prompt embeddings")?
+        } else {
+            cond
+        };
+        let grounding_input = self.grounding_input(layout, cfg, &mut warnings)?;
+        let objs = match &grounding_input {
+            Some(input) => Some(self.unet.grounding_tokens(input).ctx("position net")?),
+            None => None,
+        };
+
+        let mut scheduler = build_scheduler(&self.scheduler_config(options.scheduler)?, options.scheduler, options.steps)?;
+        let mut latents = match init_latents {
+            Some(t) => {
+                if t.dims() != [shape.0, shape.1, shape.2, shape.3] {
+                    return Err(PipelineError::Invalid(format!(
+                        "initial latents have shape {:?}; a {}×{} canvas needs [1, {}, {}, {}]",
+                        t.dims(),
+                        layout.width,
+                        layout.height,
+                        shape.1,
+                        shape.2,
+                        shape.3
+                    )));
+                }
+                t.to_device(dev).ctx("initial latents")?.to_dtype(DType::F32).ctx("initial latents")?
+            }
+            None => seeded_noise(options.seed, shape, dev).ctx("initial noise")?,
+        };
+        latents = (latents * scheduler.init_noise_sigma()).ctx("initial latents")?;
+
+        // The scheduler may run more steps than asked (LDM-uniform spacing), and the original code
+        // lays its grounding schedule over the steps it runs.
+        let total_steps = scheduler.num_inference_steps();
+        let gates = crate::layout::grounding_alphas(options.alpha0, options.alpha_decay, total_steps);
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            if cancel.is_cancelled() {
+                return Err(PipelineError::Cancelled);
+            }
+            let step = scheduler.sampling_step(i);
+            let gate = gates.get(step).copied().unwrap_or(0.0);
+            let ctx = format!("UNet evaluation {i} (step {step}, timestep {t})");
+            let input = if cfg { Tensor::cat(&[&latents, &latents], 0).ctx(&ctx)? } else { latents.clone() };
+            let input = scheduler.scale_model_input(input, t).ctx(&ctx)?.to_dtype(self.dtype).ctx(&ctx)?;
+            let grounding = objs.as_ref().map(|o| Grounding { objs: o.clone(), gate_scale: gate as f64 });
+            let noise = self.unet.forward(&input, t as f64, &context, grounding.as_ref()).ctx(&ctx)?;
+            let noise = noise.to_dtype(DType::F32).ctx(&ctx)?;
+            let noise = if cfg {
+                let uncond = noise.get(0).ctx(&ctx)?.unsqueeze(0).ctx(&ctx)?;
+                let text = noise.get(1).ctx(&ctx)?.unsqueeze(0).ctx(&ctx)?;
+                (&uncond + ((&text - &uncond).ctx(&ctx)? * options.guidance_scale).ctx(&ctx)?).ctx(&ctx)?
+            } else {
+                noise
+            };
+            let pred_x0 = scheduler.pred_original_sample(&noise, t, &latents).ctx(&ctx)?;
+            latents = scheduler.step(&noise, t, &latents).ctx(&ctx)?;
+            let last_of_step = i + 1 == timesteps.len() || scheduler.sampling_step(i + 1) != step;
+            if last_of_step {
+                on_step(&StepUpdate {
+                    step,
+                    total: total_steps,
+                    timestep: t,
+                    pred_x0: &pred_x0,
+                    latents: &latents,
+                    gate_scale: gate,
+                });
+            }
+        }
+        if cancel.is_cancelled() {
+            return Err(PipelineError::Cancelled);
+        }
+        let image = if options.decode {
+            let decoded = self.vae.decode(&latents.to_dtype(self.dtype).ctx("VAE decode")?).ctx("VAE decode")?;
+            Some(preview::image_to_rgb8(&decoded).ctx("VAE decode")?)
+        } else {
+            None
+        };
+        Ok(Generated { latents, image, seed: options.seed, warnings })
+    }
+}
