@@ -141,6 +141,8 @@ pub struct UNetConfig {
     pub time_embedding_dim: Option<usize>,
     #[serde(default)]
     pub mid_block_scale_factor: Option<f64>,
+    #[serde(default)]
+    pub resnet_out_scale_factor: Option<f64>,
 }
 
 /// Why a UNet config cannot be used; turned into a weights/model error naming the file by the loader.
@@ -168,6 +170,7 @@ pub fn check_supported(cfg: &UNetConfig) -> std::result::Result<(), String> {
         }
     }
     match cfg.mid_block_type.as_deref() {
+        // `null` means no mid block.
         Some("UNetMidBlock2DCrossAttn") | None => {}
         Some(t) => return Err(format!("mid block type {t} is not supported")),
     }
@@ -284,6 +287,7 @@ pub struct UNet2DConditionModel {
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
     down_blocks: Vec<Block>,
+    /// Empty when the config says `mid_block_type: null`.
     mid_resnets: Vec<ResnetBlock2D>,
     mid_attention: Option<Transformer2DModel>,
     up_blocks: Vec<Block>,
@@ -325,7 +329,7 @@ impl UNet2DConditionModel {
                     groups_out: None,
                     eps: cfg.norm_eps,
                     use_in_shortcut: None,
-                    output_scale_factor: 1.0,
+                    output_scale_factor: cfg.resnet_out_scale_factor.unwrap_or(1.0),
                 },
             )
         };
@@ -380,17 +384,22 @@ impl UNet2DConditionModel {
 
         let mid_ch = boc[n - 1];
         let vbm = vb.pp("mid_block");
-        let mid_resnets = vec![
-            resnet(vbm.pp("resnets.0"), mid_ch, mid_ch)?,
-            resnet(vbm.pp("resnets.1"), mid_ch, mid_ch)?,
-        ];
-        let mid_attention = Some(transformer(
-            vbm.pp("attentions.0"),
-            mid_ch,
-            r.heads[n - 1],
-            r.transformer_layers[n - 1],
-            r.cross[n - 1],
-        )?);
+        let (mid_resnets, mid_attention) = if cfg.mid_block_type.is_some() {
+            let resnets = vec![
+                resnet(vbm.pp("resnets.0"), mid_ch, mid_ch)?,
+                resnet(vbm.pp("resnets.1"), mid_ch, mid_ch)?,
+            ];
+            let attention = transformer(
+                vbm.pp("attentions.0"),
+                mid_ch,
+                r.heads[n - 1],
+                r.transformer_layers[n - 1],
+                r.cross[n - 1],
+            )?;
+            (resnets, Some(attention))
+        } else {
+            (Vec::new(), None)
+        };
 
         let rev_boc: Vec<usize> = boc.iter().rev().copied().collect();
         let rev_heads: Vec<usize> = r.heads.iter().rev().copied().collect();
@@ -489,11 +498,11 @@ impl UNet2DConditionModel {
             }
         }
 
-        xs = self.mid_resnets[0].forward(&xs, Some(&emb))?;
-        if let Some(attn) = &self.mid_attention {
+        if let (Some(attn), [first, second]) = (&self.mid_attention, self.mid_resnets.as_slice()) {
+            xs = first.forward(&xs, Some(&emb))?;
             xs = attn.forward(&xs, context, grounding)?;
+            xs = second.forward(&xs, Some(&emb))?;
         }
-        xs = self.mid_resnets[1].forward(&xs, Some(&emb))?;
 
         for block in &self.up_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
