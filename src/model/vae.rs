@@ -1,8 +1,11 @@
-//! The KL autoencoder, sized from `vae/config.json`; the network itself is candle-transformers'.
+//! The KL autoencoder, sized from `vae/config.json`, built from candle-transformers' blocks.
 
-use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
+    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D,
+    UpDecoderBlock2DConfig,
+};
 use serde::Deserialize;
 
 fn d3() -> usize {
@@ -67,9 +70,132 @@ impl VaeConfig {
     }
 }
 
+/// The diagonal Gaussian the encoder predicts for each latent cell.
+#[derive(Debug, Clone)]
+pub struct LatentPosterior {
+    pub mean: Tensor,
+    pub std: Tensor,
+}
+
+impl LatentPosterior {
+    /// `mean + std · noise` with a given standard-normal draw (diffusers' `latent_dist.sample()`).
+    pub fn sample_with(&self, noise: &Tensor) -> Result<Tensor> {
+        &self.mean + (&self.std * noise)?
+    }
+}
+
+#[derive(Debug)]
+struct Encoder {
+    conv_in: Conv2d,
+    down_blocks: Vec<DownEncoderBlock2D>,
+    mid_block: UNetMidBlock2D,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+#[derive(Debug)]
+struct Decoder {
+    conv_in: Conv2d,
+    mid_block: UNetMidBlock2D,
+    up_blocks: Vec<UpDecoderBlock2D>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+fn mid_block(vb: VarBuilder, channels: usize, groups: usize) -> Result<UNetMidBlock2D> {
+    let cfg = UNetMidBlock2DConfig {
+        resnet_eps: 1e-6,
+        output_scale_factor: 1.,
+        attn_num_head_channels: None,
+        resnet_groups: Some(groups),
+        ..Default::default()
+    };
+    UNetMidBlock2D::new(vb, channels, None, cfg)
+}
+
+impl Encoder {
+    fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        let boc = &cfg.block_out_channels;
+        let conv3 = Conv2dConfig { padding: 1, ..Default::default() };
+        let mut down_blocks = Vec::with_capacity(boc.len());
+        for (i, &out) in boc.iter().enumerate() {
+            let inp = if i > 0 { boc[i - 1] } else { boc[0] };
+            let block_cfg = DownEncoderBlock2DConfig {
+                num_layers: cfg.layers_per_block,
+                resnet_eps: 1e-6,
+                resnet_groups: cfg.norm_num_groups,
+                add_downsample: i + 1 < boc.len(),
+                // diffusers pads (0, 1, 0, 1) and convolves unpadded.
+                downsample_padding: 0,
+                ..Default::default()
+            };
+            down_blocks.push(DownEncoderBlock2D::new(vb.pp(format!("down_blocks.{i}")), inp, out, block_cfg)?);
+        }
+        let last = boc[boc.len() - 1];
+        Ok(Self {
+            conv_in: conv2d(cfg.in_channels, boc[0], 3, conv3, vb.pp("conv_in"))?,
+            down_blocks,
+            mid_block: mid_block(vb.pp("mid_block"), last, cfg.norm_num_groups)?,
+            conv_norm_out: group_norm(cfg.norm_num_groups, last, 1e-6, vb.pp("conv_norm_out"))?,
+            conv_out: conv2d(last, 2 * cfg.latent_channels, 3, conv3, vb.pp("conv_out"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = self.conv_in.forward(xs)?;
+        for block in &self.down_blocks {
+            xs = block.forward(&xs)?;
+        }
+        let xs = self.conv_norm_out.forward(&self.mid_block.forward(&xs, None)?)?;
+        self.conv_out.forward(&candle_nn::ops::silu(&xs)?)
+    }
+}
+
+impl Decoder {
+    fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        let boc = &cfg.block_out_channels;
+        let last = boc[boc.len() - 1];
+        let conv3 = Conv2dConfig { padding: 1, ..Default::default() };
+        let rev: Vec<usize> = boc.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(boc.len());
+        for (i, &out) in rev.iter().enumerate() {
+            let inp = if i > 0 { rev[i - 1] } else { rev[0] };
+            let block_cfg = UpDecoderBlock2DConfig {
+                num_layers: cfg.layers_per_block + 1,
+                resnet_eps: 1e-6,
+                resnet_groups: cfg.norm_num_groups,
+                add_upsample: i + 1 < boc.len(),
+                ..Default::default()
+            };
+            up_blocks.push(UpDecoderBlock2D::new(vb.pp(format!("up_blocks.{i}")), inp, out, block_cfg)?);
+        }
+        Ok(Self {
+            conv_in: conv2d(cfg.latent_channels, last, 3, conv3, vb.pp("conv_in"))?,
+            mid_block: mid_block(vb.pp("mid_block"), last, cfg.norm_num_groups)?,
+            up_blocks,
+            conv_norm_out: group_norm(cfg.norm_num_groups, boc[0], 1e-6, vb.pp("conv_norm_out"))?,
+            conv_out: conv2d(boc[0], cfg.out_channels, 3, conv3, vb.pp("conv_out"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = self.mid_block.forward(&self.conv_in.forward(xs)?, None)?;
+        for block in &self.up_blocks {
+            xs = block.forward(&xs)?;
+        }
+        let xs = self.conv_norm_out.forward(&xs)?;
+        self.conv_out.forward(&candle_nn::ops::silu(&xs)?)
+    }
+}
+
+/// diffusers' `AutoencoderKL`, assembled from candle-transformers' public blocks so that the
+/// encoder's posterior (mean and std) is reachable for grounded inpainting.
 #[derive(Debug)]
 pub struct AutoencoderKL {
-    inner: AutoEncoderKL,
+    encoder: Encoder,
+    decoder: Decoder,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
     pub config: VaeConfig,
 }
 
@@ -81,20 +207,20 @@ impl AutoencoderKL {
         if cfg.mid_block_add_attention == Some(false) {
             candle_core::bail!("VAE without mid-block attention is not supported");
         }
-        let inner = AutoEncoderKL::new(
-            vb,
-            cfg.in_channels,
-            cfg.out_channels,
-            AutoEncoderKLConfig {
-                block_out_channels: cfg.block_out_channels.clone(),
-                layers_per_block: cfg.layers_per_block,
-                latent_channels: cfg.latent_channels,
-                norm_num_groups: cfg.norm_num_groups,
-                use_quant_conv: cfg.use_quant_conv,
-                use_post_quant_conv: cfg.use_post_quant_conv,
-            },
-        )?;
-        Ok(Self { inner, config: cfg.clone() })
+        if cfg.block_out_channels.is_empty() {
+            candle_core::bail!("VAE block_out_channels is empty");
+        }
+        let l = cfg.latent_channels;
+        let one = Conv2dConfig::default();
+        let quant_conv = if cfg.use_quant_conv { Some(conv2d(2 * l, 2 * l, 1, one, vb.pp("quant_conv"))?) } else { None };
+        let post_quant_conv = if cfg.use_post_quant_conv { Some(conv2d(l, l, 1, one, vb.pp("post_quant_conv"))?) } else { None };
+        Ok(Self {
+            encoder: Encoder::new(vb.pp("encoder"), cfg)?,
+            decoder: Decoder::new(vb.pp("decoder"), cfg)?,
+            quant_conv,
+            post_quant_conv,
+            config: cfg.clone(),
+        })
     }
 
     /// Pipeline latents (already multiplied by the scaling factor) → image in [-1, 1] (unclamped).
@@ -103,6 +229,23 @@ impl AutoencoderKL {
         if let Some(shift) = self.config.shift_factor {
             z = (z + shift)?;
         }
-        self.inner.decode(&z)
+        if let Some(pq) = &self.post_quant_conv {
+            z = pq.forward(&z)?;
+        }
+        self.decoder.forward(&z)
+    }
+
+    /// Image in [-1, 1] → the latent posterior (unscaled), as diffusers' `encode(...).latent_dist`:
+    /// logvar clamped to [-30, 20].
+    pub fn encode(&self, image: &Tensor) -> Result<LatentPosterior> {
+        let mut h = self.encoder.forward(image)?;
+        if let Some(q) = &self.quant_conv {
+            h = q.forward(&h)?;
+        }
+        let l = self.config.latent_channels;
+        let mean = h.narrow(1, 0, l)?;
+        let logvar = h.narrow(1, l, l)?.clamp(-30f32, 20f32)?;
+        let std = (logvar * 0.5)?.exp()?;
+        Ok(LatentPosterior { mean, std })
     }
 }

@@ -226,7 +226,7 @@ impl GligenModel {
             supports_image_boxes: false,
             supports_keypoints: self.unet.position_net.as_ref().is_some_and(|p| p.is_keypoint()),
             max_people: self.unet.position_net.as_ref().and_then(|p| p.max_persons()).unwrap_or(8),
-            supports_inpainting: false,
+            supports_inpainting: self.unet.config.in_channels == 2 * self.latent_channels() + 1,
             ..ModelLimits::default()
         }
     }
@@ -317,6 +317,42 @@ impl GenerateOptions {
     pub fn gate_scales(&self) -> Vec<f32> {
         crate::layout::grounding_alphas(self.alpha0, self.alpha_decay, self.steps)
     }
+}
+
+/// Recorded standard-normal draws for grounded inpainting, so that a run can reproduce diffusers',
+/// which takes them from torch's global generator.
+#[derive(Debug, Clone)]
+pub struct RecordedNoise {
+    /// `[1, 4, h, w]`: the VAE posterior sample's draw (latent = mean + std · vae_noise).
+    pub vae_noise: Tensor,
+    /// `[K, 1, 4, h, w]`: one draw per UNet evaluation, used as `add_noise(z0, step_noise[i], t_i)`.
+    pub step_noise: Tensor,
+}
+
+impl RecordedNoise {
+    /// Reads tensors `vae_noise` and `step_noise` from a safetensors file.
+    pub fn load(path: &std::path::Path) -> Result<Self, PipelineError> {
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            PipelineError::Invalid(format!("{}: not a readable safetensors file: {e}", path.display()))
+        })?;
+        let get = |name: &str| {
+            tensors.get(name).cloned().ok_or_else(|| {
+                PipelineError::Invalid(format!("{}: no tensor named `{name}`", path.display()))
+            })
+        };
+        Ok(Self { vae_noise: get("vae_noise")?, step_noise: get("step_noise")? })
+    }
+}
+
+/// Inputs of a generation beyond the layout and its options.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateInputs {
+    /// Replaces the seeded starting noise (`[1, 4, H/f, W/f]`).
+    pub init_latents: Option<Tensor>,
+    /// Replaces the seeded draws of grounded inpainting.
+    pub noise: Option<RecordedNoise>,
+    /// Folder that image paths in the layout are relative to (the layout file's folder).
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 /// What the per-step callback sees.
@@ -460,6 +496,70 @@ impl GligenModel {
         on_step: &mut dyn FnMut(&StepUpdate),
         cancel: &CancelToken,
     ) -> Result<Generated, PipelineError> {
+        let inputs = GenerateInputs { init_latents: init_latents.cloned(), ..Default::default() };
+        self.generate_with(layout, options, &inputs, on_step, cancel)
+    }
+
+    /// The picture to inpaint, cropped to the canvas's aspect ratio and resized to it (Lanczos, as
+    /// diffusers does with PIL), as `[1, 3, H, W]` in [-1, 1].
+    fn inpaint_pixels(&self, layout: &Layout, base_dir: Option<&std::path::Path>) -> Result<Option<Tensor>, PipelineError> {
+        let Some(img) = layout.inpaint_image(base_dir)? else {
+            return Ok(None);
+        };
+        let (w, h) = (layout.width, layout.height);
+        let rgb = img.to_rgb8();
+        let rgb = if rgb.dimensions() == (w, h) {
+            rgb
+        } else {
+            let (iw, ih) = rgb.dimensions();
+            // Largest centred crop with the canvas's aspect ratio.
+            let (cw, ch) = if (iw as u64) * (h as u64) > (ih as u64) * (w as u64) {
+                (((ih as u64 * w as u64) / h as u64) as u32, ih)
+            } else {
+                (iw, ((iw as u64 * h as u64) / w as u64) as u32)
+            };
+            let cropped = image::imageops::crop_imm(&rgb, (iw - cw) / 2, (ih - ch) / 2, cw, ch).to_image();
+            image::imageops::resize(&cropped, w, h, image::imageops::FilterType::Lanczos3)
+        };
+        let data: Vec<f32> = rgb.as_raw().iter().map(|&v| 2.0 * (v as f32 / 255.0) - 1.0).collect();
+        let t = Tensor::from_vec(data, (1, h as usize, w as usize, 3), &self.device)
+            .and_then(|t| t.permute((0, 3, 1, 2)))
+            .and_then(|t| t.contiguous())
+            .ctx("inpaint image")?;
+        Ok(Some(t))
+    }
+
+    /// diffusers' `draw_inpaint_mask_from_boxes` on the latent grid: 1 keeps, 0 (inside a box)
+    /// regenerates; cells cut with `int()` of the scaled coordinates.
+    fn inpaint_mask(&self, layout: &Layout, h: usize, w: usize) -> Result<Tensor, PipelineError> {
+        let mut mask = vec![1f32; h * w];
+        for b in layout.entities.iter().filter_map(|e| e.bbox()) {
+            let (x0, x1) = ((b[0] * w as f64) as usize, (b[2] * w as f64) as usize);
+            let (y0, y1) = ((b[1] * h as f64) as usize, (b[3] * h as f64) as usize);
+            for y in y0.min(h)..y1.min(h) {
+                for x in x0.min(w)..x1.min(w) {
+                    mask[y * w + x] = 0.0;
+                }
+            }
+        }
+        Tensor::from_vec(mask, (1, 1, h, w), &self.device).ctx("inpaint mask")
+    }
+
+    /// [`Self::generate`] with every input: recorded noise, the layout's folder for image paths.
+    pub fn generate_with(
+        &self,
+        layout: &Layout,
+        options: &GenerateOptions,
+        inputs: &GenerateInputs,
+        on_step: &mut dyn FnMut(&StepUpdate),
+        cancel: &CancelToken,
+    ) -> Result<Generated, PipelineError> {
+        let init_latents = inputs.init_latents.as_ref();
+        if self.unet.config.in_channels != self.latent_channels() && layout.inpaint.is_none() {
+            return Err(PipelineError::Invalid(
+                "this is a grounded-inpainting model: the layout needs an `inpaint` image (the boxes mark what is regenerated)".into(),
+            ));
+        }
         layout.validate_for(&self.limits()).map_err(|e| PipelineError::Invalid(e.to_string()))?;
         let mut warnings = Vec::new();
         let dev = &self.device;
@@ -501,6 +601,42 @@ impl GligenModel {
         };
         latents = (latents * scheduler.init_noise_sigma()).ctx("initial latents")?;
 
+        // Grounded inpainting: the kept region is re-noised to every timestep; the UNet also sees
+        // `[z0 · mask, mask]`.
+        let inpaint = match self.inpaint_pixels(layout, inputs.base_dir.as_deref())? {
+            Some(pixels) => {
+                let posterior = self.vae.encode(&pixels.to_dtype(self.dtype).ctx("VAE encode")?).ctx("VAE encode")?;
+                let mean = posterior.mean.to_dtype(DType::F32).ctx("VAE encode")?;
+                let noise = match &inputs.noise {
+                    Some(n) => {
+                        if n.vae_noise.dims() != mean.dims() {
+                            return Err(PipelineError::Invalid(format!(
+                                "recorded vae_noise has shape {:?}, the posterior is {:?}",
+                                n.vae_noise.dims(),
+                                mean.dims()
+                            )));
+                        }
+                        n.vae_noise.to_device(dev).ctx("vae noise")?
+                    }
+                    None => seeded_noise(options.seed.wrapping_add(1), mean.dims4().ctx("VAE encode")?, dev).ctx("vae noise")?,
+                };
+                let z0 = crate::model::vae::LatentPosterior { mean, std: posterior.std.to_dtype(DType::F32).ctx("VAE encode")? }
+                    .sample_with(&noise)
+                    .ctx("VAE encode")?;
+                let z0 = (z0 * self.vae.config.scaling_factor).ctx("VAE encode")?;
+                let mask = self.inpaint_mask(layout, h, w)?;
+                let masked = z0.broadcast_mul(&mask).ctx("inpaint mask")?;
+                let addition = Tensor::cat(&[&masked, &mask], 1).ctx("inpaint mask")?;
+                let addition = if cfg { Tensor::cat(&[&addition, &addition], 0).ctx("inpaint mask")? } else { addition };
+                Some((z0, mask, addition))
+            }
+            None => None,
+        };
+        let mut step_rng = {
+            use rand::SeedableRng;
+            rand::rngs::StdRng::seed_from_u64(options.seed.wrapping_add(2))
+        };
+
         // The scheduler may run more steps than asked (LDM-uniform spacing), and the original code
         // lays its grounding schedule over the steps it runs.
         let total_steps = scheduler.num_inference_steps();
@@ -513,8 +649,36 @@ impl GligenModel {
             let step = scheduler.sampling_step(i);
             let gate = gates.get(step).copied().unwrap_or(0.0);
             let ctx = format!("UNet evaluation {i} (step {step}, timestep {t})");
+            if let Some((z0, mask, _)) = &inpaint {
+                let noise = match &inputs.noise {
+                    Some(n) => {
+                        let k = n.step_noise.dim(0).ctx("step noise")?;
+                        if i >= k {
+                            return Err(PipelineError::Invalid(format!(
+                                "recorded step_noise has {k} draws; evaluation {i} needs one more"
+                            )));
+                        }
+                        n.step_noise.get(i).ctx("step noise")?.to_device(dev).ctx("step noise")?
+                    }
+                    None => {
+                        use rand_distr::Distribution;
+                        let n = z0.elem_count();
+                        let data: Vec<f32> = (0..n).map(|_| rand_distr::StandardNormal.sample(&mut step_rng)).collect();
+                        Tensor::from_vec(data, z0.shape(), dev).ctx("step noise")?
+                    }
+                };
+                let noised = scheduler.add_noise(z0, &noise.reshape(z0.shape()).ctx(&ctx)?, t).ctx(&ctx)?;
+                let keep = noised.broadcast_mul(mask).ctx(&ctx)?;
+                let generate = latents.broadcast_mul(&mask.affine(-1.0, 1.0).ctx(&ctx)?).ctx(&ctx)?;
+                latents = (keep + generate).ctx(&ctx)?;
+            }
             let input = if cfg { Tensor::cat(&[&latents, &latents], 0).ctx(&ctx)? } else { latents.clone() };
-            let input = scheduler.scale_model_input(input, t).ctx(&ctx)?.to_dtype(self.dtype).ctx(&ctx)?;
+            let input = scheduler.scale_model_input(input, t).ctx(&ctx)?;
+            let input = match &inpaint {
+                Some((_, _, addition)) => Tensor::cat(&[&input, addition], 1).ctx(&ctx)?,
+                None => input,
+            };
+            let input = input.to_dtype(self.dtype).ctx(&ctx)?;
             let grounding = objs.as_ref().map(|o| Grounding { objs: o.clone(), gate_scale: gate as f64 });
             let noise = self.unet.forward(&input, t as f64, &context, grounding.as_ref()).ctx(&ctx)?;
             let noise = noise.to_dtype(DType::F32).ctx(&ctx)?;
