@@ -31,7 +31,8 @@ pub struct GatedSelfAttentionDense {
 impl GatedSelfAttentionDense {
     pub fn new(vb: VarBuilder, query_dim: usize, context_dim: usize, heads: usize, dim_head: usize) -> Result<Self> {
         let scalar = |name: &str| -> Result<f64> {
-            let t = vb.get((), name).or_else(|_| vb.get(1, name).and_then(|t| t.squeeze(0)))?;
+            // Stored 0-d by diffusers; `TensorFile` also serves a 1-element [1] tensor as 0-d.
+            let t = vb.get((), name)?;
             t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()
         };
         Ok(Self {

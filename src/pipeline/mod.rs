@@ -642,11 +642,14 @@ impl GligenModel {
         let total_steps = scheduler.num_inference_steps();
         let gates = crate::layout::grounding_alphas(options.alpha0, options.alpha_decay, total_steps);
         let timesteps = scheduler.timesteps().to_vec();
+        // The timestep a sampling step starts from (PLMS's first step evaluates at two).
+        let mut step_timestep = None;
         for (i, &t) in timesteps.iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(PipelineError::Cancelled);
             }
             let step = scheduler.sampling_step(i);
+            let step_t = *step_timestep.get_or_insert(t);
             let gate = gates.get(step).copied().unwrap_or(0.0);
             let ctx = format!("UNet evaluation {i} (step {step}, timestep {t})");
             if let Some((z0, mask, _)) = &inpaint {
@@ -693,10 +696,11 @@ impl GligenModel {
             latents = scheduler.step(&noise, t, &latents).ctx(&ctx)?;
             let last_of_step = i + 1 == timesteps.len() || scheduler.sampling_step(i + 1) != step;
             if last_of_step {
+                step_timestep = None;
                 on_step(&StepUpdate {
                     step,
                     total: total_steps,
-                    timestep: t,
+                    timestep: step_t,
                     pred_x0: &pred_x0,
                     latents: &latents,
                     gate_scale: gate,
