@@ -14,7 +14,9 @@ use common::{
     PIPELINE_TOL,
 };
 use glichen::layout::{Entity, Layout};
-use glichen::pipeline::{CancelToken, GenerateOptions, Generated, GligenModel, PipelineError};
+use glichen::pipeline::{
+    CancelToken, GenerateInputs, GenerateOptions, Generated, GligenModel, PipelineError, RecordedNoise,
+};
 use glichen::weights::ModelSource;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,10 +26,14 @@ use std::sync::OnceLock;
 fn model(path: &Path) -> &'static GligenModel {
     static A: OnceLock<GligenModel> = OnceLock::new();
     static B: OnceLock<GligenModel> = OnceLock::new();
+    static INPAINT: OnceLock<GligenModel> = OnceLock::new();
+    static TEXT_IMAGE: OnceLock<GligenModel> = OnceLock::new();
     let name = path.file_name().unwrap().to_string_lossy().to_string();
     let cell = match name.as_str() {
         "tiny-a" => &A,
         "tiny-b" => &B,
+        "tiny-inpaint" => &INPAINT,
+        "tiny-text-image" => &TEXT_IMAGE,
         other => panic!("unknown fixture model {other}"),
     };
     cell.get_or_init(|| {
@@ -68,15 +74,16 @@ fn options(c: &Case, layout: &Layout) -> GenerateOptions {
     opts
 }
 
-/// Runs `layout` with the case's model and initial latents, no decode, ignoring the callback.
+/// Runs `layout` with the case's model, initial latents and (for inpainting) recorded noise, no
+/// decode, ignoring the callback. Image paths resolve against the case folder.
 fn run(c: &Case, layout: &Layout) -> Result<Generated, PipelineError> {
-    c.model.generate(
-        layout,
-        &options(c, layout),
-        Some(&c.init),
-        &mut |_| {},
-        &CancelToken::new(),
-    )
+    let noise_path = c.dir.join("noise.safetensors");
+    let inputs = GenerateInputs {
+        init_latents: Some(c.init.clone()),
+        noise: if noise_path.is_file() { Some(RecordedNoise::load(&noise_path)?) } else { None },
+        base_dir: Some(c.dir.clone()),
+    };
+    c.model.generate_with(layout, &options(c, layout), &inputs, &mut |_| {}, &CancelToken::new())
 }
 
 fn expected(c: &Case) -> Tensor {

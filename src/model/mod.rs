@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod clip;
+pub mod clip_vision;
 pub mod position_net;
 pub mod transformer;
 pub mod unet;

@@ -3,6 +3,7 @@
 //! cancellation, VAE decode.
 
 pub mod preview;
+pub mod image_prep;
 pub mod scheduler;
 
 use crate::layout::{Entity, Layout, LayoutError, ModelLimits};
@@ -92,12 +93,25 @@ pub fn parse_dtype(name: &str) -> Result<DType, String> {
     }
 }
 
+/// What a text-image GLIGEN model needs to turn a picture into a grounding feature.
+pub struct ImageGrounding {
+    pub encoder: crate::model::clip_vision::ClipVisionModelWithProjection,
+    pub project: crate::model::clip_vision::ImageProjection,
+    pub processor: image_prep::ClipImageProcessorConfig,
+}
+
+/// diffusers' `gligen_normalize_constant`: image features are scaled to this length, about the
+/// norm of a CLIP ViT-L/14 phrase embedding.
+pub const IMAGE_FEATURE_NORM: f64 = 28.7;
+
 /// A loaded GLIGEN pipeline: every network on one device in one dtype.
 pub struct GligenModel {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
     pub unet: UNet2DConditionModel,
     pub vae: AutoencoderKL,
+    /// Text-image models: the CLIP vision tower, `image_project` and the image processor.
+    pub image_grounding: Option<ImageGrounding>,
     /// `scheduler_config.json` as read, so that another scheduler class can be built from it.
     pub scheduler_json: String,
     pub default_scheduler: SchedulerType,
@@ -149,6 +163,7 @@ impl GligenModel {
             text_encoder,
             unet,
             vae,
+            image_grounding: None,
             scheduler_json,
             default_scheduler: SchedulerType::Pndm,
             device: device.clone(),
@@ -193,6 +208,19 @@ impl GligenModel {
         let vb = folder.weights("vae")?.into_var_builder(dtype, device);
         let vae = AutoencoderKL::new(vb, &vae_cfg).map_err(build_err("VAE"))?;
 
+        let image_grounding = if folder.root.join("image_encoder").join("config.json").is_file() {
+            use crate::model::clip_vision::{ClipVisionConfig, ClipVisionModelWithProjection, ImageProjection};
+            let cfg: ClipVisionConfig = folder.config("image_encoder")?;
+            let vb = folder.weights("image_encoder")?.into_var_builder(dtype, device);
+            let encoder = ClipVisionModelWithProjection::new(vb, &cfg).map_err(build_err("image encoder"))?;
+            let vb = folder.weights("image_project")?.into_var_builder(dtype, device);
+            let project = ImageProjection::from_weights(vb).map_err(build_err("image projection"))?;
+            let processor = image_prep::ClipImageProcessorConfig::from_folder(&folder.root.join("processor"))?;
+            Some(ImageGrounding { encoder, project, processor })
+        } else {
+            None
+        };
+
         let sched_path = folder.root.join("scheduler").join("scheduler_config.json");
         let scheduler_json =
             std::fs::read_to_string(&sched_path).map_err(|source| WeightsError::Io { path: sched_path.clone(), source })?;
@@ -205,6 +233,7 @@ impl GligenModel {
             text_encoder,
             unet,
             vae,
+            image_grounding,
             scheduler_json,
             default_scheduler,
             device: device.clone(),
@@ -223,7 +252,8 @@ impl GligenModel {
             vae_scale_factor: self.vae_scale_factor(),
             max_grounding_slots: MAX_GROUNDING_SLOTS,
             supports_text_boxes: self.unet.position_net.as_ref().is_some_and(|p| !p.is_keypoint()),
-            supports_image_boxes: false,
+            supports_image_boxes: self.unet.position_net.as_ref().is_some_and(|p| p.is_text_image())
+                && self.image_grounding.is_some(),
             supports_keypoints: self.unet.position_net.as_ref().is_some_and(|p| p.is_keypoint()),
             max_people: self.unet.position_net.as_ref().and_then(|p| p.max_persons()).unwrap_or(8),
             supports_inpainting: self.unet.config.in_channels == 2 * self.latent_channels() + 1,
@@ -390,12 +420,21 @@ pub fn seeded_noise(seed: u64, shape: (usize, usize, usize, usize), device: &Dev
 impl GligenModel {
     /// Grounding inputs for the text-box entities: boxes, masks and phrase embeddings padded to 30
     /// slots, batched as `[unconditional (all masks 0), conditional]` when guidance is on.
-    fn grounding_input(&self, layout: &Layout, cfg: bool, warnings: &mut Vec<String>) -> Result<Option<PositionNetInput>, PipelineError> {
+    fn grounding_input(
+        &self,
+        layout: &Layout,
+        cfg: bool,
+        base_dir: Option<&std::path::Path>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<PositionNetInput>, PipelineError> {
         let Some(net) = self.unet.position_net.as_ref() else {
             return Ok(None);
         };
         if net.is_keypoint() {
             return self.keypoint_input(layout, cfg, net.max_persons().unwrap_or(8)).map(Some);
+        }
+        if net.is_text_image() {
+            return self.text_image_input(layout, cfg, base_dir, net.positive_len, warnings).map(Some);
         }
         let mut phrases = Vec::new();
         let mut boxes = Vec::new();
@@ -442,6 +481,94 @@ impl GligenModel {
             image_masks: None,
             image_embeddings: None,
         }))
+    }
+
+    /// The grounding feature of one picture: CLIP vision embedding, `image_project`, scaled to
+    /// [`IMAGE_FEATURE_NORM`].
+    fn image_feature(&self, img: &image::DynamicImage) -> Result<Tensor, PipelineError> {
+        let g = self.image_grounding.as_ref().ok_or_else(|| {
+            PipelineError::Invalid("this model has no image encoder, so it cannot take image boxes".into())
+        })?;
+        let pixels = g.processor.preprocess(img, &self.device).ctx("image preprocessing")?;
+        let embeds = g.encoder.forward(&pixels.to_dtype(self.dtype).ctx("image encoder")?).ctx("image encoder")?;
+        crate::model::clip_vision::grounding_image_feature(&embeds, &g.project, IMAGE_FEATURE_NORM).ctx("image projection")
+    }
+
+    /// Text-image grounding (diffusers' `gated-text-image`): one slot per text box, image box or
+    /// style image, with separate phrase and image masks; the unconditional half has every mask 0.
+    fn text_image_input(
+        &self,
+        layout: &Layout,
+        cfg: bool,
+        base_dir: Option<&std::path::Path>,
+        dim: usize,
+        warnings: &mut Vec<String>,
+    ) -> Result<PositionNetInput, PipelineError> {
+        let n = MAX_GROUNDING_SLOTS;
+        let dev = &self.device;
+        let mut boxes = vec![0f32; n * 4];
+        let mut masks = vec![0f32; n];
+        let mut phrase_masks = vec![0f32; n];
+        let mut image_masks = vec![0f32; n];
+        let zero = Tensor::zeros(dim, DType::F32, dev).ctx("grounding")?;
+        let mut phrase_rows = vec![zero.clone(); n];
+        let mut image_rows = vec![zero; n];
+        let mut phrases: Vec<(usize, &str)> = Vec::new();
+        let mut slot = 0;
+        for (index, e) in layout.entities.iter().enumerate() {
+            let Some(b) = e.grounding_box() else { continue };
+            if slot >= n {
+                break;
+            }
+            boxes[slot * 4..slot * 4 + 4].copy_from_slice(&b.map(|v| v as f32));
+            masks[slot] = 1.0;
+            if let Some(p) = e.phrase().filter(|p| !p.trim().is_empty()) {
+                phrases.push((slot, p));
+                phrase_masks[slot] = 1.0;
+            }
+            if e.image().is_some() {
+                let img = layout.entity_image(index, base_dir)?;
+                image_rows[slot] = self.image_feature(&img)?.squeeze(0).ctx("image feature")?;
+                image_masks[slot] = 1.0;
+            }
+            slot += 1;
+        }
+        if !phrases.is_empty() {
+            let texts: Vec<&str> = phrases.iter().map(|(_, p)| *p).collect();
+            let emb = self.encode_phrases(&texts, warnings)?.to_dtype(DType::F32).ctx("phrase embeddings")?;
+            for (row, (slot, _)) in phrases.iter().enumerate() {
+                phrase_rows[*slot] = emb.get(row).ctx("phrase embeddings")?;
+            }
+        }
+        let stack = |rows: &[Tensor]| -> Result<Tensor, PipelineError> {
+            Tensor::stack(rows, 0).and_then(|t| t.unsqueeze(0)).ctx("grounding")
+        };
+        let row = |v: Vec<f32>| Tensor::from_vec(v, (1, n), dev).ctx("grounding");
+        let mut input = PositionNetInput {
+            boxes: Tensor::from_vec(boxes, (1, n, 4), dev).ctx("boxes")?,
+            masks: row(masks)?,
+            phrase_embeddings: stack(&phrase_rows)?,
+            phrase_masks: Some(row(phrase_masks)?),
+            image_masks: Some(row(image_masks)?),
+            image_embeddings: Some(stack(&image_rows)?),
+        };
+        if cfg {
+            let double = |t: &Tensor| Tensor::cat(&[t, t], 0).ctx("grounding");
+            let with_zero_first = |t: &Tensor| -> Result<Tensor, PipelineError> {
+                Tensor::cat(&[&t.zeros_like().ctx("grounding")?, t], 0).ctx("grounding")
+            };
+            input = PositionNetInput {
+                boxes: double(&input.boxes)?,
+                masks: with_zero_first(&input.masks)?,
+                phrase_embeddings: double(&input.phrase_embeddings)?,
+                phrase_masks: input.phrase_masks.as_ref().map(with_zero_first).transpose()?,
+                image_masks: input.image_masks.as_ref().map(with_zero_first).transpose()?,
+                image_embeddings: input.image_embeddings.as_ref().map(double).transpose()?,
+            };
+        }
+        input.phrase_embeddings = input.phrase_embeddings.to_dtype(self.dtype).ctx("grounding")?;
+        input.image_embeddings = input.image_embeddings.map(|t| t.to_dtype(self.dtype)).transpose().ctx("grounding")?;
+        Ok(input)
     }
 
     /// Keypoint grounding: `[persons·17, 2]` points in COCO order, mask 1 where a point is given.
@@ -575,7 +702,7 @@ impl GligenModel {
         } else {
             cond
         };
-        let grounding_input = self.grounding_input(layout, cfg, &mut warnings)?;
+        let grounding_input = self.grounding_input(layout, cfg, inputs.base_dir.as_deref(), &mut warnings)?;
         let objs = match &grounding_input {
             Some(input) => Some(self.unet.grounding_tokens(input).ctx("position net")?),
             None => None,
