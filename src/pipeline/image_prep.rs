@@ -166,7 +166,7 @@ impl ClipImageProcessorConfig {
     fn check(&self) -> std::result::Result<(), String> {
         self.image_mean.values().map_err(|e| format!("image_mean: {e}"))?;
         let std = self.image_std.values().map_err(|e| format!("image_std: {e}"))?;
-        if self.do_normalize && std.iter().any(|&s| s == 0.0) {
+        if self.do_normalize && std.contains(&0.0) {
             return Err("image_std has a zero".into());
         }
         if self.do_resize {

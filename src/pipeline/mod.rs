@@ -3,6 +3,7 @@
 //! cancellation, VAE decode.
 
 pub mod preview;
+pub mod resample;
 pub mod image_prep;
 pub mod scheduler;
 
@@ -638,15 +639,16 @@ impl GligenModel {
         let rgb = if rgb.dimensions() == (w, h) {
             rgb
         } else {
+            // diffusers: centre crop (PIL's float box), then PIL's LANCZOS resize.
             let (iw, ih) = rgb.dimensions();
-            // Largest centred crop with the canvas's aspect ratio.
             let (cw, ch) = if (iw as u64) * (h as u64) > (ih as u64) * (w as u64) {
                 (((ih as u64 * w as u64) / h as u64) as u32, ih)
             } else {
                 (iw, ((iw as u64 * h as u64) / w as u64) as u32)
             };
-            let cropped = image::imageops::crop_imm(&rgb, (iw - cw) / 2, (ih - ch) / 2, cw, ch).to_image();
-            image::imageops::resize(&cropped, w, h, image::imageops::FilterType::Lanczos3)
+            let (iw, ih, cw, ch) = (iw as f64, ih as f64, cw as f64, ch as f64);
+            let cropped = resample::pil_crop(&rgb, (iw - cw) / 2.0, (ih - ch) / 2.0, (iw + cw) / 2.0, (ih + ch) / 2.0);
+            resample::pil_resize(&cropped, w, h, resample::PilFilter::Lanczos)
         };
         let data: Vec<f32> = rgb.as_raw().iter().map(|&v| 2.0 * (v as f32 / 255.0) - 1.0).collect();
         let t = Tensor::from_vec(data, (1, h as usize, w as usize, 3), &self.device)
