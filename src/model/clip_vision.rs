@@ -175,14 +175,14 @@ impl ClipVisionModelWithProjection {
     /// too.
     pub fn new(vb: VarBuilder, c: &ClipVisionConfig) -> Result<Self> {
         let act = Activation::parse(&c.hidden_act)?;
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             candle_core::bail!(
                 "image encoder hidden_size {} is not divisible by num_attention_heads {}",
                 c.hidden_size,
                 c.num_attention_heads
             );
         }
-        if c.patch_size == 0 || c.image_size % c.patch_size != 0 {
+        if c.patch_size == 0 || !c.image_size.is_multiple_of(c.patch_size) {
             candle_core::bail!("image encoder image_size {} is not a multiple of patch_size {}", c.image_size, c.patch_size);
         }
         let tower = if vb.contains_tensor("vision_model.embeddings.class_embedding") { vb.pp("vision_model") } else { vb.clone() };
