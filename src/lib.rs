@@ -1,9 +1,12 @@
 //! Glichen: grounded text-to-image generation (GLIGEN) with candle.
 //!
-//! The library holds everything but the window: `layout` (the document), `model` (networks),
-//! `weights` (files, hub, key mapping), `pipeline` (sampling) and `cli` (the headless front end).
+//! The library: `layout` (the document), `model` (networks),
+//! `weights` (files, hub, key mapping), `pipeline` (sampling), `worker` (the background thread that
+//! owns a model) and `ui` (the egui studio; nothing else depends on it). The CLI lives in the binary.
 
 pub mod layout;
 pub mod model;
 pub mod pipeline;
+pub mod ui;
 pub mod weights;
+pub mod worker;

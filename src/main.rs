@@ -1,5 +1,5 @@
-//! `glichen`: the command line. The studio (egui window) and the CLI are thin shells over the
-//! `glichen` library.
+//! `glichen`: with no subcommand it opens the studio (the egui window, `glichen::ui`); with one it
+//! runs the headless CLI. Both are thin shells over the `glichen` library.
 
 mod cli;
 

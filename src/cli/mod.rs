@@ -1,6 +1,7 @@
 //! The headless front end: `glichen generate | fetch | models | layout-from-png`. A thin shell over
 //! the library; errors become readable messages here (anyhow), never panics.
 
+pub mod bench;
 pub mod png_meta;
 
 use anyhow::{bail, Context, Result};
@@ -30,6 +31,8 @@ pub enum Command {
     Models,
     /// Print the layout JSON embedded in a PNG that Glichen wrote.
     LayoutFromPng { image: PathBuf },
+    /// Time the pipeline's parts, optionally beside diffusers.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -95,17 +98,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Bench(args)) => bench::run(args),
         Some(Command::LayoutFromPng { image }) => {
             let json = png_meta::read_layout_chunk(&image)?;
             println!("{json}");
             Ok(())
         }
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!();
-            Ok(())
-        }
+        // No subcommand: open the studio window.
+        None => glichen::ui::run_studio(),
     }
 }
 
@@ -190,10 +190,18 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     let mut preview_error = None;
     let cancel = CancelToken::new();
-    let result = model.generate(
+    let inputs = pipeline::GenerateInputs {
+        init_latents: init,
+        noise: match &args.noise {
+            Some(p) if layout.inpaint.is_some() => Some(pipeline::RecordedNoise::load(p)?),
+            _ => None,
+        },
+        base_dir: glichen::layout::Layout::base_dir(&args.layout).map(|p| p.to_path_buf()),
+    };
+    let result = model.generate_with(
         &layout,
         &options,
-        init.as_ref(),
+        &inputs,
         &mut |u| {
             bar.set_position(u.step as u64 + 1);
             bar.set_message(format!("t={} grounding {:.2}", u.timestep, u.gate_scale));

@@ -1,0 +1,331 @@
+//! Files for the studio: reading any supported document (layout JSON, Glichen PNG, diffusers
+//! arguments, GLIGEN inference meta, COCO annotations), atomic writes, the settings file and the
+//! autosave thread. Nothing here runs on the UI thread except parsing of dropped bytes.
+
+use crate::layout::{CocoImageSelector, DiffusersArgs, GligenMeta, Layout};
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A document read from a file or dropped bytes.
+#[derive(Debug, Clone)]
+pub struct LoadedDoc {
+    pub layout: Layout,
+    /// What the file was ("layout", "Glichen PNG", "diffusers arguments", …).
+    pub format: &'static str,
+    /// The picture of a Glichen PNG.
+    pub image: Option<image::RgbImage>,
+    /// Where Save writes: the file itself for a layout JSON; `None` for imports and PNGs.
+    pub save_path: Option<PathBuf>,
+    pub source: Option<PathBuf>,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to a temporary file in the target's folder, flushes it to disk and renames it
+/// over `path`, so that a crash leaves the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = dir.join(format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn has_key(value: &serde_json::Value, key: &str) -> bool {
+    value.as_object().is_some_and(|o| o.contains_key(key))
+}
+
+/// Parses JSON in any format the studio imports; returns the layout and the format's name.
+pub fn parse_layout_any(text: &str) -> Result<(Layout, &'static str), String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("expected a JSON object (a Glichen layout, diffusers arguments, GLIGEN meta or COCO annotations)".into());
+    }
+    if has_key(&value, "entities") || has_key(&value, "version") {
+        return Layout::from_json_str(text)
+            .map(|l| (l, "layout"))
+            .map_err(|e| e.to_string());
+    }
+    if has_key(&value, "gligen_phrases") || has_key(&value, "gligen_boxes") {
+        let args: DiffusersArgs =
+            serde_json::from_value(value).map_err(|e| format!("diffusers arguments: {e}"))?;
+        return Layout::from_diffusers_args(&args)
+            .map(|l| (l, "diffusers arguments"))
+            .map_err(|e| e.to_string());
+    }
+    if has_key(&value, "locations") {
+        let meta: GligenMeta =
+            serde_json::from_value(value).map_err(|e| format!("GLIGEN meta: {e}"))?;
+        return Layout::from_gligen_meta(&meta)
+            .map(|l| (l, "GLIGEN inference meta"))
+            .map_err(|e| e.to_string());
+    }
+    if has_key(&value, "images") && has_key(&value, "annotations") {
+        let first = value["images"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|i| i.get("id"))
+            .and_then(|id| id.as_u64())
+            .ok_or_else(|| "COCO annotations: no image with an id".to_string())?;
+        return Layout::from_coco(text, CocoImageSelector::Id(first), None)
+            .map(|l| (l, "COCO annotations"))
+            .map_err(|e| e.to_string());
+    }
+    Err("not a Glichen layout: expected \"version\" and \"entities\" (or diffusers arguments, GLIGEN meta, COCO annotations)".into())
+}
+
+/// Reads a document from bytes; `name` picks PNG or JSON by extension, then by content.
+pub fn load_document_bytes(
+    name: &str,
+    bytes: &[u8],
+    path: Option<&Path>,
+) -> Result<LoadedDoc, String> {
+    let is_png =
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") || name.to_ascii_lowercase().ends_with(".png");
+    if is_png {
+        let json = super::png::layout_json_from_png(bytes)?;
+        let layout =
+            Layout::from_json_str(&json).map_err(|e| format!("the embedded layout: {e}"))?;
+        let image = image::load_from_memory(bytes).map(|i| i.to_rgb8()).ok();
+        return Ok(LoadedDoc {
+            layout,
+            format: "Glichen PNG",
+            image,
+            save_path: None,
+            source: path.map(Path::to_path_buf),
+        });
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "not a text file (expected a layout JSON or a Glichen PNG)".to_string())?;
+    let (layout, format) = parse_layout_any(text)?;
+    let save_path = if format == "layout" {
+        path.map(Path::to_path_buf)
+    } else {
+        None
+    };
+    Ok(LoadedDoc {
+        layout,
+        format,
+        image: None,
+        save_path,
+        source: path.map(Path::to_path_buf),
+    })
+}
+
+/// Reads a document file (blocking: call it off the UI thread).
+pub fn load_document(path: &Path) -> Result<LoadedDoc, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    load_document_bytes(&name, &bytes, Some(path))
+}
+
+/// Studio preferences, kept in `settings.json` in the data folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The model chosen last (folder, checkpoint, catalogue name or repo id).
+    pub model: Option<String>,
+    pub device: String,
+    pub dtype: String,
+    pub recent: Vec<PathBuf>,
+    /// The file the current document is saved to.
+    pub document_path: Option<PathBuf>,
+    pub snap: bool,
+    pub show_boxes: bool,
+    pub show_image: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: None,
+            device: "auto".into(),
+            dtype: "auto".into(),
+            recent: Vec::new(),
+            document_path: None,
+            snap: false,
+            show_boxes: true,
+            show_image: true,
+        }
+    }
+}
+
+pub const MAX_RECENT: usize = 10;
+
+impl Settings {
+    pub fn add_recent(&mut self, path: &Path) {
+        self.recent.retain(|p| p != path);
+        self.recent.insert(0, path.to_path_buf());
+        self.recent.truncate(MAX_RECENT);
+    }
+}
+
+/// File names in the data folder.
+pub const AUTOSAVE_FILE: &str = "autosave.json";
+pub const SETTINGS_FILE: &str = "settings.json";
+
+/// The app's data folder (`~/.local/share/glichen` on Linux).
+pub fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("glichen"))
+}
+
+enum SaveMsg {
+    Write(PathBuf, Vec<u8>),
+    Flush(Sender<()>),
+}
+
+/// Writes autosaves on a background thread: the UI sends the newest bytes and never waits on the
+/// disk. Consecutive writes to one file are coalesced (only the newest is written).
+pub struct Autosaver {
+    tx: Option<Sender<SaveMsg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    errors: Receiver<String>,
+}
+
+impl Default for Autosaver {
+    fn default() -> Self {
+        Self::spawn()
+    }
+}
+
+impl Autosaver {
+    pub fn spawn() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded::<SaveMsg>();
+        let (err_tx, errors) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("glichen-autosave".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let mut latest: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+                    let mut flushes = Vec::new();
+                    for msg in batch {
+                        match msg {
+                            SaveMsg::Write(path, bytes) => {
+                                latest.retain(|(p, _)| *p != path);
+                                latest.push((path, bytes));
+                            }
+                            SaveMsg::Flush(ack) => flushes.push(ack),
+                        }
+                    }
+                    for (path, bytes) in latest {
+                        if let Err(e) = write_atomic(&path, &bytes) {
+                            let _ =
+                                err_tx.send(format!("autosave to {} failed: {e}", path.display()));
+                        }
+                    }
+                    for ack in flushes {
+                        let _ = ack.send(());
+                    }
+                }
+            })
+            .ok();
+        Self {
+            tx: Some(tx),
+            thread,
+            errors,
+        }
+    }
+
+    pub fn write(&self, path: PathBuf, bytes: Vec<u8>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(SaveMsg::Write(path, bytes));
+        }
+    }
+
+    /// Waits until everything sent so far is on disk (tests, exit).
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+            if tx.send(SaveMsg::Flush(ack_tx)).is_ok() {
+                let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+
+    /// An error from a past write, if any.
+    pub fn try_error(&self) -> Option<String> {
+        self.errors.try_recv().ok()
+    }
+}
+
+impl Drop for Autosaver {
+    fn drop(&mut self) {
+        // Let pending writes finish: the last change must survive quitting.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_diffusers_arguments() {
+        let json = r#"{"prompt": "a cat", "gligen_phrases": ["a cat"], "gligen_boxes": [[0.1, 0.1, 0.5, 0.5]], "height": 512, "width": 512}"#;
+        let (layout, format) = parse_layout_any(json).unwrap();
+        assert_eq!(format, "diffusers arguments");
+        assert_eq!(layout.entities.len(), 1);
+    }
+
+    #[test]
+    fn refuses_garbage_with_a_message() {
+        assert!(parse_layout_any("not json")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(parse_layout_any("{\"foo\": 1}")
+            .unwrap_err()
+            .contains("not a Glichen layout"));
+        assert!(parse_layout_any("[1, 2]").is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = std::env::temp_dir().join(format!("glichen-atomic-{}", std::process::id()));
+        let path = dir.join("a.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,970 @@
+//! The studio, driven through egui_kittest like a user would: drawing and editing boxes, undo/redo,
+//! α₀, files, and generation through the background worker with the tiny fixture model.
+//!
+//! Also here: the worker on its own (previews, final image, cancel within one step, a new Generate
+//! cancelling the old one, panic recovery), the WGSL preview against the CPU projection, the
+//! headless screenshot (`GLICHEN_UPDATE_SCREENSHOT=1` rewrites `assets/screenshot.png`) and an
+//! ignored frame-time harness:
+//! `cargo test --release --test studio frame_times -- --ignored --nocapture`.
+
+use egui::{pos2, Modifiers, Pos2, Vec2};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use glichen::layout::{Entity, Layout};
+use glichen::pipeline::scheduler::SchedulerType;
+use glichen::pipeline::GenerateOptions;
+use glichen::ui::canvas::CanvasTransform;
+use glichen::ui::{CanvasImage, Dialogs, ModelState, StudioApp, StudioOptions};
+use glichen::worker::{Command, Event, JobId, LatentFrame, LoadRequest, Worker};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn tiny_model() -> String {
+    format!("{ROOT}/tests/fixtures/models/tiny-a")
+}
+
+fn fixture_layout(case: &str) -> Layout {
+    Layout::load(format!("{ROOT}/tests/fixtures/cases/{case}/layout.json")).expect("fixture layout")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "glichen-studio-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+type Answers = Arc<Mutex<VecDeque<Option<PathBuf>>>>;
+
+fn studio(data_dir: &Path, model: bool, wgpu: bool) -> (Harness<'static, StudioApp>, Answers) {
+    let (dialogs, answers) = Dialogs::scripted();
+    let mut options = StudioOptions::for_tests(data_dir, dialogs);
+    if model {
+        options.model = Some(LoadRequest::cpu(tiny_model()));
+    }
+    let mut builder = Harness::builder()
+        .with_size(Vec2::new(1400.0, 900.0))
+        .with_max_steps(64);
+    if wgpu {
+        builder = builder.wgpu();
+    }
+    let harness = builder.build_eframe(move |cc| StudioApp::new(cc, options));
+    (harness, answers)
+}
+
+/// Steps the UI (never blocking on the worker) until `cond` holds.
+fn wait_for(
+    h: &mut Harness<'static, StudioApp>,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&StudioApp) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if cond(h.state()) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what}; notices: {:?}",
+            h.state().notices()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_model(h: &mut Harness<'static, StudioApp>) {
+    wait_for(h, "the model", Duration::from_secs(120), |a| {
+        !matches!(a.model_state(), ModelState::Loading { .. })
+    });
+    assert!(
+        matches!(h.state().model_state(), ModelState::Ready(_)),
+        "model: {:?}",
+        h.state().model_state()
+    );
+}
+
+fn transform(h: &Harness<'static, StudioApp>) -> CanvasTransform {
+    h.state().canvas_transform().expect("the canvas was shown")
+}
+
+/// Presses at `from`, moves in a few steps to `to` and releases, like a mouse drag.
+fn drag(h: &mut Harness<'static, StudioApp>, from: Pos2, to: Pos2) {
+    h.hover_at(from);
+    h.run();
+    h.drag_at(from);
+    h.run();
+    for k in 1..=6 {
+        h.hover_at(from + (to - from) * (k as f32 / 6.0));
+        h.run();
+    }
+    h.drop_at(to);
+    h.run();
+}
+
+fn assert_box(actual: [f64; 4], expected: [f64; 4], tol: f64) {
+    for k in 0..4 {
+        assert!(
+            (actual[k] - expected[k]).abs() <= tol,
+            "box {actual:?} differs from {expected:?} at {k} (tolerance {tol})"
+        );
+    }
+}
+
+fn first_box(app: &StudioApp) -> [f64; 4] {
+    app.layout().entities[0].bbox().expect("a box")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Editing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn draw_type_move_resize_undo_redo() {
+    let dir = temp_dir("edit");
+    let (mut h, _) = studio(&dir, false, false);
+    h.run();
+    assert!(h.state().layout().entities.is_empty());
+    h.get_by_label_contains("No model yet");
+
+    // Draw a box by dragging.
+    let tf = transform(&h);
+    drag(
+        &mut h,
+        tf.screen_from_layout(pos2(0.1, 0.2)),
+        tf.screen_from_layout(pos2(0.5, 0.6)),
+    );
+    assert_eq!(h.state().layout().entities.len(), 1);
+    assert_box(first_box(h.state()), [0.1, 0.2, 0.5, 0.6], 0.01);
+    assert_eq!(h.state().selection(), Some(0));
+    let drawn = first_box(h.state());
+
+    // Type its phrase (the phrase field has the focus after drawing).
+    h.get_by_label("Phrase").type_text("a cat");
+    h.run();
+    assert_eq!(h.state().layout().entities[0].phrase(), Some("a cat"));
+    h.get_by_label_contains("1. a cat"); // the inspector's list
+    h.key_press(egui::Key::Escape); // leave the text field
+    h.run();
+
+    // Move it: drag from inside the selected box.
+    let tf = transform(&h);
+    let from = tf.screen_from_layout(pos2(0.3, 0.4));
+    let to = tf.screen_from_layout(pos2(0.5, 0.5));
+    drag(&mut h, from, to);
+    let moved = first_box(h.state());
+    assert_box(
+        moved,
+        [
+            drawn[0] + 0.2,
+            drawn[1] + 0.1,
+            drawn[2] + 0.2,
+            drawn[3] + 0.1,
+        ],
+        0.01,
+    );
+
+    // Resize it by the bottom-right handle.
+    let tf = transform(&h);
+    let corner = tf.screen_from_layout(pos2(moved[2] as f32, moved[3] as f32));
+    drag(&mut h, corner, tf.screen_from_layout(pos2(0.9, 0.95)));
+    let resized = first_box(h.state());
+    assert_box(resized, [moved[0], moved[1], 0.9, 0.95], 0.01);
+
+    // Undo (button): back to the moved box; undo (Ctrl+Z): back to the drawn one.
+    h.get_by_label("Undo").click();
+    h.run();
+    assert_box(first_box(h.state()), moved, 1e-9);
+    h.key_press_modifiers(Modifiers::COMMAND, egui::Key::Z);
+    h.run();
+    assert_box(first_box(h.state()), drawn, 1e-9);
+    assert_eq!(h.state().layout().entities[0].phrase(), Some("a cat"));
+    // Redo (Ctrl+Shift+Z) twice: moved, then resized.
+    h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, egui::Key::Z);
+    h.run();
+    assert_box(first_box(h.state()), moved, 1e-9);
+    h.get_by_label("Redo").click();
+    h.run();
+    assert_box(first_box(h.state()), resized, 1e-9);
+
+    // Undo all the way: the phrase typing is one step, the drawing another.
+    for _ in 0..4 {
+        h.state_mut().undo();
+    }
+    assert!(h.state().layout().entities.is_empty());
+}
+
+#[test]
+fn keyboard_delete_duplicate_nudge() {
+    let dir = temp_dir("keys");
+    let (mut h, _) = studio(&dir, false, false);
+    h.run();
+    let tf = transform(&h);
+    drag(
+        &mut h,
+        tf.screen_from_layout(pos2(0.2, 0.2)),
+        tf.screen_from_layout(pos2(0.4, 0.4)),
+    );
+    h.key_press(egui::Key::Escape);
+    h.run();
+    // Escape only left the phrase field: the new box is still selected.
+    assert_eq!(h.state().selection(), Some(0));
+    h.get_by_label_contains("(no phrase)");
+    let before = first_box(h.state());
+
+    h.key_press(egui::Key::ArrowRight);
+    h.run();
+    let dx = 1.0 / h.state().layout().width as f64;
+    assert_box(
+        first_box(h.state()),
+        [before[0] + dx, before[1], before[2] + dx, before[3]],
+        1e-9,
+    );
+    h.key_press_modifiers(Modifiers::SHIFT, egui::Key::ArrowDown);
+    h.run();
+    let dy = 10.0 / h.state().layout().height as f64;
+    assert_box(
+        first_box(h.state()),
+        [
+            before[0] + dx,
+            before[1] + dy,
+            before[2] + dx,
+            before[3] + dy,
+        ],
+        1e-9,
+    );
+
+    h.key_press_modifiers(Modifiers::COMMAND, egui::Key::D);
+    h.run();
+    assert_eq!(h.state().layout().entities.len(), 2);
+    assert_eq!(h.state().selection(), Some(1));
+    h.key_press(egui::Key::Delete);
+    h.run();
+    assert_eq!(h.state().layout().entities.len(), 1);
+    h.state_mut().undo();
+    assert_eq!(h.state().layout().entities.len(), 2);
+}
+
+#[test]
+fn thirty_box_limit_is_shown_inline() {
+    let dir = temp_dir("limit");
+    let (mut h, _) = studio(&dir, false, false);
+    let mut layout = Layout::default();
+    for i in 0..31 {
+        let x = (i % 6) as f64 * 0.15;
+        let y = (i / 6) as f64 * 0.15;
+        layout.entities.push(Entity::TextBox {
+            phrase: format!("thing {i}"),
+            bbox: [x, y, x + 0.1, y + 0.1],
+        });
+    }
+    h.state_mut().set_layout(layout);
+    h.run();
+    h.get_by_label("31 of 30 boxes");
+    h.get_by_label_contains("remove 1");
+    assert!(h.state().generate_blocker().is_some());
+}
+
+#[test]
+fn alpha0_slider_label_and_generation_request() {
+    let dir = temp_dir("alpha");
+    let (mut h, _) = studio(&dir, true, false);
+    wait_model(&mut h);
+    let mut layout = fixture_layout("a_three_boxes");
+    layout.sampling.steps = Some(50);
+    layout.sampling.alpha0 = None;
+    h.state_mut().set_layout(layout);
+    h.run();
+    h.get_by_label("grounding for the first 15 of 50 steps");
+
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "α₀")
+        .set_value_accesskit(0.6);
+    h.run();
+    assert_eq!(h.state().layout().sampling.alpha0, Some(0.6));
+    h.get_by_label("grounding for the first 30 of 50 steps");
+
+    h.get_by_label("Generate").click();
+    h.run();
+    let request = h
+        .state()
+        .last_request()
+        .expect("Generate sent a request")
+        .clone();
+    assert_eq!(request.options.alpha0, 0.6);
+    assert_eq!(request.layout.sampling.alpha0, Some(0.6));
+    assert_eq!(request.options.steps, 50);
+    assert_eq!(request.options.seed, 12, "the fixture's fixed seed");
+    // Undo brings the old α₀ back.
+    h.state_mut().undo();
+    assert_eq!(h.state().layout().sampling.alpha0, None);
+    h.state_mut().cancel_generation();
+    wait_for(&mut h, "the cancel", Duration::from_secs(60), |a| {
+        a.run_state().is_none()
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn save_and_reopen_a_layout() {
+    let dir = temp_dir("files");
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.run();
+    let layout = fixture_layout("a_three_boxes");
+    h.state_mut().set_layout(layout.clone());
+    h.run();
+
+    let path = dir.join("saved.json");
+    answers.lock().unwrap().push_back(Some(path.clone()));
+    h.get_by_label("Save as…").click();
+    wait_for(&mut h, "the save", Duration::from_secs(10), |a| {
+        !a.is_busy_with_files()
+    });
+    assert_eq!(Layout::load(&path).unwrap(), layout);
+    assert_eq!(h.state().document_path(), Some(path.as_path()));
+    assert_eq!(h.state().settings().recent.first(), Some(&path));
+
+    h.get_by_label("New").click();
+    h.run();
+    assert!(h.state().layout().entities.is_empty());
+
+    answers.lock().unwrap().push_back(Some(path.clone()));
+    h.get_by_label("Open…").click();
+    wait_for(&mut h, "the open", Duration::from_secs(10), |a| {
+        !a.is_busy_with_files()
+    });
+    assert_eq!(h.state().layout(), &layout);
+
+    // A cancelled dialog changes nothing.
+    answers.lock().unwrap().push_back(None);
+    h.get_by_label("Open…").click();
+    wait_for(
+        &mut h,
+        "the cancelled dialog",
+        Duration::from_secs(10),
+        |a| !a.is_busy_with_files(),
+    );
+    assert_eq!(h.state().layout(), &layout);
+}
+
+#[test]
+fn a_bad_file_is_refused_with_a_visible_message() {
+    let dir = temp_dir("bad");
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.run();
+    let before = h.state().layout().clone();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "this is not a layout").unwrap();
+    answers.lock().unwrap().push_back(Some(bad.clone()));
+    h.get_by_label("Open…").click();
+    wait_for(&mut h, "the open", Duration::from_secs(10), |a| {
+        !a.is_busy_with_files()
+    });
+    h.run();
+    h.get_by_label_contains("Could not open");
+    h.get_by_label_contains("not valid JSON");
+    assert_eq!(h.state().layout(), &before);
+
+    // A newer version is refused too, with its reason.
+    let newer = dir.join("newer.json");
+    std::fs::write(
+        &newer,
+        r#"{"version": 99, "width": 512, "height": 512, "prompt": "", "entities": []}"#,
+    )
+    .unwrap();
+    answers.lock().unwrap().push_back(Some(newer));
+    h.get_by_label("Open…").click();
+    wait_for(&mut h, "the open", Duration::from_secs(10), |a| {
+        !a.is_busy_with_files()
+    });
+    h.run();
+    h.get_by_label_contains("newer than this Glichen supports");
+    assert_eq!(h.state().layout(), &before);
+}
+
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn dropping_a_glichen_png_opens_its_layout_and_image() {
+    let dir = temp_dir("drop");
+    let (mut h, _) = studio(&dir.join("data"), false, false);
+    h.run();
+    let layout = fixture_layout("b_three_boxes");
+    let image = image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30]));
+    let bytes = glichen::ui::png::encode_png_with_layout(&image, &layout.to_json_pretty().unwrap())
+        .unwrap();
+    let png = dir.join("result.png");
+    std::fs::write(&png, bytes).unwrap();
+    h.input_mut().dropped_files.push(Arc::new(Dropped(png)));
+    wait_for(&mut h, "the drop", Duration::from_secs(10), |a| {
+        a.layout() == &layout
+    });
+    h.run();
+    assert!(matches!(
+        h.state().canvas_image(),
+        Some(CanvasImage::Result { .. })
+    ));
+    // The picture can be exported again, with its layout.
+    assert!(h.query_by_label("Export PNG…").is_some());
+}
+
+#[test]
+fn autosave_restores_the_work_after_a_restart() {
+    let dir = temp_dir("autosave");
+    let data = dir.join("data");
+    {
+        let (mut h, _) = studio(&data, false, false);
+        h.run();
+        let tf = transform(&h);
+        drag(
+            &mut h,
+            tf.screen_from_layout(pos2(0.1, 0.1)),
+            tf.screen_from_layout(pos2(0.6, 0.7)),
+        );
+        h.get_by_label("Phrase").type_text("a lighthouse");
+        h.run();
+        h.state().flush_autosave();
+        // Simulated crash: no on_exit, the harness is just dropped.
+    }
+    assert!(data.join("autosave.json").is_file());
+    let (mut h, _) = studio(&data, false, false);
+    h.run();
+    assert_eq!(h.state().layout().entities.len(), 1);
+    assert_eq!(
+        h.state().layout().entities[0].phrase(),
+        Some("a lighthouse")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation through the worker, in the window
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn generate_in_the_studio_shows_previews_and_the_result() {
+    let dir = temp_dir("generate");
+    let (mut h, answers) = studio(&dir.join("data"), true, false);
+    wait_model(&mut h);
+    h.state_mut().set_layout(fixture_layout("a_three_boxes"));
+    h.run();
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
+    let app = h.state();
+    assert!(app.previews_received() >= 1, "no preview arrived");
+    assert!(matches!(
+        app.canvas_image(),
+        Some(CanvasImage::Result { .. })
+    ));
+    let item = &app.history_items()[0];
+    assert_eq!((item.image.width(), item.image.height()), (32, 32));
+    assert_eq!(item.seed, 12);
+
+    // Export the PNG: it carries the layout.
+    let out = dir.join("out.png");
+    answers.lock().unwrap().push_back(Some(out.clone()));
+    h.run();
+    h.get_by_label("Export PNG…").click();
+    wait_for(&mut h, "the export", Duration::from_secs(10), |a| {
+        !a.is_busy_with_files()
+    });
+    let json = glichen::ui::png::read_layout_chunk(&out).unwrap();
+    assert_eq!(
+        Layout::from_json_str(&json).unwrap(),
+        fixture_layout("a_three_boxes")
+    );
+
+    // Cancel mid-run from the window: it stops within one step.
+    // (A larger canvas makes each step take long enough to see where Cancel landed.)
+    let mut long = fixture_layout("a_three_boxes");
+    long.sampling.steps = Some(400);
+    long.width = 48;
+    long.height = 48;
+    h.state_mut().set_layout(long);
+    h.run();
+    let before = h.state().previews_received();
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "a preview", Duration::from_secs(60), |a| {
+        a.previews_received() > before
+    });
+    h.get_by_label("Cancel").click();
+    h.step(); // the click is handled in this frame, after it drained the events so far
+    assert!(h.state().run_state().is_some_and(|r| r.cancelling));
+    let at_cancel = h.state().previews_received();
+    wait_for(&mut h, "the cancel", Duration::from_secs(60), |a| {
+        a.run_state().is_none()
+    });
+    let after = h.state().previews_received();
+    assert!(
+        after - at_cancel <= 1,
+        "{} steps ran after Cancel",
+        after - at_cancel
+    );
+    assert_eq!(
+        h.state().history_items().len(),
+        1,
+        "a cancelled run adds no result"
+    );
+
+    // Restoring the history item brings its layout back.
+    h.run();
+    h.state_mut().restore_history_item(0);
+    assert_eq!(h.state().layout(), &fixture_layout("a_three_boxes"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker on its own
+// ---------------------------------------------------------------------------------------------
+
+fn ready_worker() -> Worker {
+    let worker = Worker::spawn(Box::new(|| {}));
+    worker.load_model(LoadRequest::cpu(tiny_model()));
+    loop {
+        match worker
+            .events()
+            .recv_timeout(Duration::from_secs(120))
+            .expect("worker event")
+        {
+            Event::ModelReady { .. } => return worker,
+            Event::LoadFailed { message, .. } => panic!("load failed: {message}"),
+            _ => {}
+        }
+    }
+}
+
+fn options_for(layout: &Layout) -> GenerateOptions {
+    GenerateOptions::from_layout(layout, SchedulerType::Pndm)
+}
+
+fn next_event(worker: &Worker) -> Event {
+    worker
+        .events()
+        .recv_timeout(Duration::from_secs(120))
+        .expect("worker event")
+}
+
+#[test]
+fn worker_generates_with_previews_and_a_final_image() {
+    let worker = ready_worker();
+    let layout = fixture_layout("a_three_boxes");
+    let job = worker.generate(layout.clone(), options_for(&layout));
+    let mut steps = Vec::new();
+    loop {
+        match next_event(&worker) {
+            Event::Step {
+                job: j,
+                step,
+                total,
+                latents,
+                ..
+            } => {
+                assert_eq!(j, job);
+                assert_eq!(total, 6);
+                assert_eq!(
+                    (latents.channels, latents.height, latents.width),
+                    (4, 16, 16)
+                );
+                assert_eq!(latents.data.len(), 4 * 16 * 16);
+                steps.push(step);
+            }
+            Event::Finished {
+                job: j,
+                image,
+                latents,
+                seed,
+                ..
+            } => {
+                assert_eq!(j, job);
+                assert_eq!((image.width(), image.height()), (32, 32));
+                assert_eq!(latents.data.len(), 4 * 16 * 16);
+                assert_eq!(seed, 12);
+                break;
+            }
+            Event::Failed { message, .. } => panic!("failed: {message}"),
+            _ => {}
+        }
+    }
+    assert_eq!(steps, (0..6).collect::<Vec<_>>());
+    worker.shutdown();
+}
+
+#[test]
+fn worker_cancels_within_one_step() {
+    let worker = ready_worker();
+    // 48 px (24×24 latent cells) so that a step takes far longer than sending Cancel.
+    let mut layout = fixture_layout("a_three_boxes");
+    layout.width = 48;
+    layout.height = 48;
+    layout.sampling.steps = Some(500);
+    let job = worker.generate(layout.clone(), options_for(&layout));
+    let mut after_cancel = None;
+    loop {
+        match next_event(&worker) {
+            Event::Step { step, .. } => match after_cancel.as_mut() {
+                None => {
+                    worker.cancel(job);
+                    after_cancel = Some(0);
+                    assert!(step < 10);
+                }
+                Some(n) => *n += 1,
+            },
+            Event::Cancelled { job: j } => {
+                assert_eq!(j, job);
+                break;
+            }
+            Event::Finished { .. } => panic!("the job finished instead of stopping"),
+            Event::Failed { message, .. } => panic!("failed: {message}"),
+            _ => {}
+        }
+    }
+    assert!(
+        after_cancel.unwrap() <= 1,
+        "{} steps after Cancel",
+        after_cancel.unwrap()
+    );
+    worker.shutdown();
+}
+
+#[test]
+fn a_new_generate_cancels_the_running_job() {
+    let worker = ready_worker();
+    let mut long = fixture_layout("a_three_boxes");
+    long.sampling.steps = Some(500);
+    let first = worker.generate(long.clone(), options_for(&long));
+    let short = fixture_layout("b_one_box");
+    let mut second: Option<JobId> = None;
+    let mut first_cancelled = false;
+    loop {
+        match next_event(&worker) {
+            Event::Step { job, .. } if job == first && second.is_none() => {
+                second = Some(worker.generate(short.clone(), options_for(&short)));
+            }
+            Event::Cancelled { job } => {
+                assert_eq!(job, first);
+                first_cancelled = true;
+            }
+            Event::Finished { job, .. } => {
+                assert_eq!(Some(job), second);
+                break;
+            }
+            Event::Failed { message, .. } => panic!("failed: {message}"),
+            _ => {}
+        }
+    }
+    assert!(first_cancelled);
+    worker.shutdown();
+}
+
+#[test]
+fn worker_survives_a_panic() {
+    let worker = ready_worker();
+    worker.send(Command::Panic("test panic".into()));
+    loop {
+        if let Event::WorkerRestarted { message } = next_event(&worker) {
+            assert!(message.contains("test panic"));
+            break;
+        }
+    }
+    // The model is still there and jobs still run.
+    let layout = fixture_layout("b_one_box");
+    worker.generate(layout.clone(), options_for(&layout));
+    loop {
+        match next_event(&worker) {
+            Event::Finished { .. } => break,
+            Event::Failed { message, .. } => panic!("failed after restart: {message}"),
+            _ => {}
+        }
+    }
+    worker.shutdown();
+}
+
+#[test]
+fn generating_without_a_model_fails_cleanly() {
+    let worker = Worker::spawn(Box::new(|| {}));
+    let layout = fixture_layout("b_one_box");
+    let job = worker.generate(layout.clone(), options_for(&layout));
+    loop {
+        match next_event(&worker) {
+            Event::Failed { job: j, message } => {
+                assert_eq!(j, job);
+                assert!(message.contains("no model"));
+                break;
+            }
+            Event::Started { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU: the WGSL preview and the screenshot (software Vulkan is enough: .ci/setup-system.sh)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wgsl_preview_matches_the_cpu_projection() {
+    let rs = egui_kittest::wgpu::create_render_state(
+        egui_kittest::wgpu::default_wgpu_setup(),
+        eframe::egui_wgpu::RendererOptions::PREDICTABLE,
+    );
+    let mut gpu = glichen::ui::preview::GpuPreview::new(&rs);
+    let (h, w) = (24, 40);
+    let data: Vec<f32> = (0..4 * h * w)
+        .map(|i| (i as f32 * 0.37).sin() * 1.7)
+        .collect();
+    let frame = LatentFrame {
+        channels: 4,
+        height: h,
+        width: w,
+        data,
+    };
+    let (_, size) = gpu.render(&frame).expect("rendered");
+    assert_eq!(size, [w, h]);
+    let gpu_img = gpu.read_back().expect("read back");
+    let cpu_img = frame.to_rgb().unwrap();
+    assert_eq!((gpu_img.width(), gpu_img.height()), (w as u32, h as u32));
+    let mut worst = 0i32;
+    for (g, c) in gpu_img.pixels().zip(cpu_img.pixels()) {
+        for k in 0..3 {
+            worst = worst.max((g[k] as i32 - c[k] as i32).abs());
+        }
+        assert_eq!(g[3], 255);
+    }
+    assert!(worst <= 1, "GPU and CPU previews differ by {worst}");
+}
+
+#[test]
+fn studio_previews_run_through_wgpu_and_screenshot() {
+    let dir = temp_dir("shot");
+    let (mut h, _) = studio(&dir.join("data"), true, true);
+    assert!(
+        h.state().preview_renderer().uses_gpu(),
+        "the app did not get the wgpu render state"
+    );
+    wait_model(&mut h);
+    // The tiny fixture model has random weights: its picture is noise, and it gets slow fast with
+    // size (attention over every latent cell), hence the small canvas.
+    let mut layout = fixture_layout("a_three_boxes");
+    layout.width = 64;
+    layout.height = 48;
+    layout.sampling.steps = Some(6);
+    h.state_mut().set_layout(layout);
+    h.run();
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(300), |a| {
+        !a.history_items().is_empty()
+    });
+    assert!(h.state().previews_received() >= 1);
+    assert!(
+        h.state()
+            .preview_renderer()
+            .gpu()
+            .is_some_and(|g| g.frames >= 1),
+        "no preview went through the shader"
+    );
+    // Select a box so the screenshot shows the handles.
+    let centre = transform(&h).screen_from_layout(pos2(0.2, 0.75));
+    h.hover_at(centre);
+    h.run();
+    h.drag_at(centre);
+    h.run();
+    h.drop_at(centre);
+    h.run();
+    h.remove_cursor();
+    h.run();
+    let image = h.render().expect("rendering through wgpu");
+    assert_eq!((image.width(), image.height()), (1400, 900));
+    let out = PathBuf::from(ROOT)
+        .join("target")
+        .join("studio-screenshot.png");
+    image.save(&out).unwrap();
+    if std::env::var_os("GLICHEN_UPDATE_SCREENSHOT").is_some() {
+        image
+            .save(PathBuf::from(ROOT).join("assets").join("screenshot.png"))
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame times while generating on the CPU
+// ---------------------------------------------------------------------------------------------
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// `cargo test --release --test studio frame_times -- --ignored --nocapture`
+///
+/// Runs the real app at ~60 Hz, moving a box around with the pointer, while the worker generates
+/// a 64×64 layout on the CPU with the tiny fixture model (32×32 latent cells: every core busy for
+/// seconds per step), and reports the UI frame times: the app's own logic + ui, and the whole egui
+/// pass plus tessellation (the UI thread's share of a frame; the GPU draws the rest).
+/// `GLICHEN_BENCH_STEPS` (default 12) sets the number of steps.
+#[test]
+#[ignore]
+fn frame_times_during_generation() {
+    let dir = temp_dir("frames");
+    // GLICHEN_BENCH_RENDER=1 also renders every frame through wgpu (software Vulkan here, so it
+    // measures lavapipe on a CPU busy with the model, not a GPU).
+    let render = std::env::var_os("GLICHEN_BENCH_RENDER").is_some();
+    let mut render_times = Vec::new();
+    let (mut h, _) = studio(&dir.join("data"), true, render);
+    wait_model(&mut h);
+    let mut layout = fixture_layout("a_three_boxes");
+    layout.width = 64;
+    layout.height = 64;
+    layout.sampling.steps = Some(
+        std::env::var("GLICHEN_BENCH_STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(12),
+    );
+    h.state_mut().set_layout(layout);
+    h.run();
+    h.state_mut().frame_stats_mut().clear();
+    h.get_by_label("Generate").click();
+    h.step();
+    let tf = transform(&h);
+    let mut pass_times = Vec::new();
+    let started = Instant::now();
+    let mut frame = 0usize;
+    // Grab the third box and circle it around while the model runs.
+    let grab = tf.screen_from_layout(pos2(0.5, 0.25));
+    h.hover_at(grab);
+    h.step();
+    h.drag_at(grab);
+    h.step();
+    while h.state().run_state().is_some() {
+        let t = frame as f32 / 30.0;
+        let p = grab + Vec2::new(t.cos() * 60.0, t.sin() * 40.0);
+        h.hover_at(p);
+        let t0 = Instant::now();
+        h.step();
+        // What eframe does next on the UI thread: tessellate the shapes (then the GPU renders).
+        let shapes = h.output().shapes.clone();
+        let primitives = h.ctx.tessellate(shapes, h.ctx.pixels_per_point());
+        std::hint::black_box(primitives);
+        let dt = t0.elapsed();
+        pass_times.push(dt);
+        if render {
+            let r0 = Instant::now();
+            h.render().expect("render");
+            render_times.push(r0.elapsed());
+        }
+        frame += 1;
+        if let Some(rest) = Duration::from_millis(16).checked_sub(dt) {
+            std::thread::sleep(rest);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "generation did not finish"
+        );
+    }
+    h.drop_at(grab);
+    h.step();
+    let app_stats = h.state().frame_stats().clone();
+    let mut app_times: Vec<Duration> = app_stats.samples.iter().copied().collect();
+    app_times.sort();
+    pass_times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let previews = h.state().previews_received();
+    println!(
+        "frame times over {} frames ({:.1}s of generation, {} previews, {} cores):",
+        pass_times.len(),
+        started.elapsed().as_secs_f64(),
+        previews,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "  app logic + ui          : p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ms(quantile(&app_times, 0.5)),
+        ms(quantile(&app_times, 0.99)),
+        ms(*app_times.last().unwrap())
+    );
+    println!(
+        "  egui pass + tessellation: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ms(quantile(&pass_times, 0.5)),
+        ms(quantile(&pass_times, 0.99)),
+        ms(*pass_times.last().unwrap())
+    );
+    if render {
+        render_times.sort();
+        println!(
+            "  wgpu render (software)  : p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            ms(quantile(&render_times, 0.5)),
+            ms(quantile(&render_times, 0.99)),
+            ms(*render_times.last().unwrap())
+        );
+    }
+    assert!(previews >= 1);
+    assert!(
+        quantile(&pass_times, 0.99) < Duration::from_millis(16),
+        "p99 frame time is over 16 ms"
+    );
+}
+
+#[test]
+fn a_worker_crash_is_reported_and_the_layout_kept() {
+    let dir = temp_dir("crash");
+    let (mut h, _) = studio(&dir.join("data"), false, false);
+    let layout = fixture_layout("a_three_boxes");
+    h.state_mut().set_layout(layout.clone());
+    h.run();
+    h.state()
+        .worker()
+        .send(Command::Panic("simulated crash".into()));
+    wait_for(&mut h, "the crash report", Duration::from_secs(10), |a| {
+        a.notices().iter().any(|n| n.text.contains("crashed"))
+    });
+    h.run();
+    h.get_by_label_contains("The model worker crashed (simulated crash) and was restarted");
+    assert_eq!(h.state().layout(), &layout);
+}
+
+#[test]
+fn imports_diffusers_arguments_through_open() {
+    let dir = temp_dir("import");
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.run();
+    let args = dir.join("call.json");
+    std::fs::write(
+        &args,
+        r#"{"prompt": "a dog on a sofa", "gligen_phrases": ["a dog", "a sofa"], "gligen_boxes": [[0.1, 0.4, 0.5, 0.9], [0.0, 0.5, 1.0, 1.0]], "height": 512, "width": 768, "gligen_scheduled_sampling_beta": 0.4}"#,
+    )
+    .unwrap();
+    answers.lock().unwrap().push_back(Some(args));
+    h.get_by_label("Open…").click();
+    wait_for(&mut h, "the import", Duration::from_secs(10), |a| {
+        !a.is_busy_with_files()
+    });
+    let layout = h.state().layout();
+    assert_eq!((layout.width, layout.height), (768, 512));
+    assert_eq!(layout.entities.len(), 2);
+    assert_eq!(layout.sampling.alpha0, Some(0.4));
+    // An import has no file to save back to.
+    assert_eq!(h.state().document_path(), None);
+}
