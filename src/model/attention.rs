@@ -4,9 +4,11 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 
-/// Score matrices above this many f32 elements are computed in slices of heads, so that a 64×64
-/// latent never materialises every head's 4096×4096 matrix at once.
-const ATTENTION_CHUNK_ELEMENTS: usize = 1 << 26;
+/// Largest score block (f32 elements) materialised at once: 4M elements = 16 MiB. Blocks stay
+/// below the allocator's mmap threshold, so they are recycled from the heap instead of being mapped,
+/// page-faulted and unmapped on every call, and a 64×64 latent never holds every head's 4096×4096
+/// matrix (1 GiB with guidance) at once.
+const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 22;
 
 /// Multi-head (self or cross) attention, diffusers' `Attention` with the default processor.
 #[derive(Debug, Clone)]
@@ -66,36 +68,46 @@ impl Attention {
 }
 
 /// softmax(q kᵀ · scale) v over `[batch·heads, tokens, dim]` tensors. Scores and softmax run in f32
-/// whatever the input dtype (half precision loses too much in the exponent sums), and the batch·heads
-/// axis is sliced so that peak memory stays bounded.
+/// whatever the input dtype (half precision loses too much in the exponent sums). Work is split
+/// over heads and, for long sequences, over query rows, so that each score block stays small; every
+/// query row still sees all keys, so the result is exact.
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     let (bh, n, _) = q.dims3()?;
     let m = k.dim(1)?;
-    let per_head = n * m;
-    let chunk = (ATTENTION_CHUNK_ELEMENTS / per_head.max(1)).clamp(1, bh);
     let in_dtype = q.dtype();
     let attend = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
-        let q = q.to_dtype(DType::F32)?;
+        // Scaling q (tokens × dim) instead of the scores (tokens × tokens) saves a full pass.
+        let q = (q.to_dtype(DType::F32)? * scale)?;
         let k = k.to_dtype(DType::F32)?;
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = q.matmul(&k.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         probs.to_dtype(in_dtype)?.matmul(v)
     };
-    if chunk >= bh {
+    if bh * n * m <= ATTENTION_BLOCK_ELEMENTS {
         return attend(q, k, v);
     }
-    let mut outs = Vec::with_capacity(bh.div_ceil(chunk));
-    let mut start = 0;
-    while start < bh {
-        let len = chunk.min(bh - start);
-        outs.push(attend(
-            &q.narrow(0, start, len)?,
-            &k.narrow(0, start, len)?,
-            &v.narrow(0, start, len)?,
-        )?);
-        start += len;
+    let heads_per_block = (ATTENTION_BLOCK_ELEMENTS / (n * m).max(1)).clamp(1, bh);
+    let rows_per_block = if heads_per_block > 1 { n } else { (ATTENTION_BLOCK_ELEMENTS / m.max(1)).clamp(1, n) };
+    let mut heads_out = Vec::with_capacity(bh.div_ceil(heads_per_block));
+    let mut h0 = 0;
+    while h0 < bh {
+        let hl = heads_per_block.min(bh - h0);
+        let (qh, kh, vh) = (q.narrow(0, h0, hl)?, k.narrow(0, h0, hl)?, v.narrow(0, h0, hl)?);
+        if rows_per_block >= n {
+            heads_out.push(attend(&qh, &kh, &vh)?);
+        } else {
+            let mut rows = Vec::with_capacity(n.div_ceil(rows_per_block));
+            let mut r0 = 0;
+            while r0 < n {
+                let rl = rows_per_block.min(n - r0);
+                rows.push(attend(&qh.narrow(1, r0, rl)?, &kh, &vh)?);
+                r0 += rl;
+            }
+            heads_out.push(Tensor::cat(&rows, 1)?);
+        }
+        h0 += hl;
     }
-    Tensor::cat(&outs, 0)
+    Tensor::cat(&heads_out, 0)
 }
 
 /// GEGLU projection: half of the output gates the other half through the exact (erf) GELU, as
