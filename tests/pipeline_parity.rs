@@ -15,7 +15,8 @@ use common::{
 };
 use glichen::layout::{Entity, Layout};
 use glichen::pipeline::{
-    CancelToken, GenerateInputs, GenerateOptions, Generated, GligenModel, PipelineError, RecordedNoise,
+    CancelToken, GenerateInputs, GenerateOptions, Generated, GligenModel, PipelineError,
+    RecordedNoise,
 };
 use glichen::weights::ModelSource;
 use std::path::{Path, PathBuf};
@@ -80,10 +81,20 @@ fn run(c: &Case, layout: &Layout) -> Result<Generated, PipelineError> {
     let noise_path = c.dir.join("noise.safetensors");
     let inputs = GenerateInputs {
         init_latents: Some(c.init.clone()),
-        noise: if noise_path.is_file() { Some(RecordedNoise::load(&noise_path)?) } else { None },
+        noise: if noise_path.is_file() {
+            Some(RecordedNoise::load(&noise_path)?)
+        } else {
+            None
+        },
         base_dir: Some(c.dir.clone()),
     };
-    c.model.generate_with(layout, &options(c, layout), &inputs, &mut |_| {}, &CancelToken::new())
+    c.model.generate_with(
+        layout,
+        &options(c, layout),
+        &inputs,
+        &mut |_| {},
+        &CancelToken::new(),
+    )
 }
 
 fn expected(c: &Case) -> Tensor {

@@ -15,7 +15,9 @@ fn resizes_equal_pillow_bit_for_bit() {
     for entry in std::fs::read_dir(dir()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        let Some((filter, size)) = name.split_once('_') else { continue };
+        let Some((filter, size)) = name.split_once('_') else {
+            continue;
+        };
         let filter = match filter {
             "bicubic" => PilFilter::Bicubic,
             "lanczos" => PilFilter::Lanczos,

@@ -10,7 +10,8 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use glichen::layout::Layout;
 use glichen::model::{
-    AutoencoderKL, ClipTextConfig, ClipTextModel, Grounding, PositionNetInput, UNet2DConditionModel, UNetConfig, VaeConfig,
+    AutoencoderKL, ClipTextConfig, ClipTextModel, Grounding, PositionNetInput,
+    UNet2DConditionModel, UNetConfig, VaeConfig,
 };
 use glichen::pipeline::scheduler::{SchedulerConfig, SchedulerType};
 use glichen::pipeline::{self, CancelToken, GenerateOptions, GligenModel};
@@ -171,10 +172,24 @@ pub struct RowResult {
 
 impl RowResult {
     fn failed(row: &str, dtype: &str, error: String) -> Self {
-        Self { row: row.into(), dtype: dtype.into(), median_s: None, times_s: vec![], peak_rss_bytes: None, error: Some(error) }
+        Self {
+            row: row.into(),
+            dtype: dtype.into(),
+            median_s: None,
+            times_s: vec![],
+            peak_rss_bytes: None,
+            error: Some(error),
+        }
     }
     fn from_times(row: &str, dtype: &str, times: Vec<f64>, peak: Option<u64>) -> Self {
-        Self { row: row.into(), dtype: dtype.into(), median_s: median(&times), times_s: times, peak_rss_bytes: peak, error: None }
+        Self {
+            row: row.into(),
+            dtype: dtype.into(),
+            median_s: median(&times),
+            times_s: times,
+            peak_rss_bytes: peak,
+            error: None,
+        }
     }
 }
 
@@ -185,7 +200,11 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v = xs.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
 }
 
 pub fn row_label(key: &str, args: &BenchArgs) -> String {
@@ -196,10 +215,15 @@ pub fn row_label(key: &str, args: &BenchArgs) -> String {
         "clip_prompt" => "CLIP prompt encoding (1×77 tokens)".into(),
         "clip_phrases" => format!("phrase encoding ({n}×{PHRASE_TOKENS} tokens, pooled)"),
         "position_net" => format!("position net (2×30 slots, {n} boxes)"),
-        "unet_fuser_on" => format!("UNet step {s}² ({l}×{l} latents), CFG batch 2, {n} boxes, fuser on"),
+        "unet_fuser_on" => {
+            format!("UNet step {s}² ({l}×{l} latents), CFG batch 2, {n} boxes, fuser on")
+        }
         "unet_fuser_off" => format!("UNet step {s}², CFG batch 2, fuser off"),
         "vae_decode" => format!("VAE decode {s}²"),
-        "generation" => format!("whole {}-step PLMS generation {s}², {n} boxes, α₀ 0.3 (incl. text + decode)", args.steps),
+        "generation" => format!(
+            "whole {}-step PLMS generation {s}², {n} boxes, α₀ 0.3 (incl. text + decode)",
+            args.steps
+        ),
         "first_preview" => "start of generation → first preview".into(),
         other => other.into(),
     }
@@ -220,7 +244,14 @@ impl RandomWeights {
 }
 
 impl candle_nn::var_builder::SimpleBackend for RandomWeights {
-    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let leaf = name.rsplit('.').next().unwrap_or(name);
         if leaf == "alpha_attn" || leaf == "alpha_dense" {
             // diffusers initialises the gates at 0; a trained model's are non-zero.
@@ -250,7 +281,11 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
     }
 }
 
-fn random_var_builder(dtype: DType, dev: &Device, unchecked: HashMap<String, Shape>) -> VarBuilder<'static> {
+fn random_var_builder(
+    dtype: DType,
+    dev: &Device,
+    unchecked: HashMap<String, Shape>,
+) -> VarBuilder<'static> {
     VarBuilder::from_backend(Box::new(RandomWeights { unchecked }), dtype, dev.clone())
 }
 
@@ -259,14 +294,24 @@ pub fn random_sd14_gligen(dev: &Device, dtype: DType) -> Result<GligenModel> {
     let clip_cfg: ClipTextConfig = serde_json::from_str(SD14_CLIP_CONFIG)?;
     let unet_cfg: UNetConfig = serde_json::from_str(SD14_GLIGEN_UNET_CONFIG)?;
     let vae_cfg: VaeConfig = serde_json::from_str(SD14_VAE_CONFIG)?;
-    let text_encoder = ClipTextModel::new(random_var_builder(dtype, dev, HashMap::new()), &clip_cfg)?;
+    let text_encoder =
+        ClipTextModel::new(random_var_builder(dtype, dev, HashMap::new()), &clip_cfg)?;
     // diffusers' GLIGENTextBoundingboxProjection: [positive_len + 64] → 512 → 512 → cross_attention_dim.
     let cross = clip_cfg.hidden_size;
     let pos = glichen::model::position_net::POSITION_DIM;
     let mut unchecked = HashMap::new();
-    unchecked.insert("position_net.linears.0.weight".to_string(), Shape::from((512, cross + pos)));
-    unchecked.insert("position_net.linears.2.weight".to_string(), Shape::from((512, 512)));
-    unchecked.insert("position_net.linears.4.weight".to_string(), Shape::from((cross, 512)));
+    unchecked.insert(
+        "position_net.linears.0.weight".to_string(),
+        Shape::from((512, cross + pos)),
+    );
+    unchecked.insert(
+        "position_net.linears.2.weight".to_string(),
+        Shape::from((512, 512)),
+    );
+    unchecked.insert(
+        "position_net.linears.4.weight".to_string(),
+        Shape::from((cross, 512)),
+    );
     let unet = UNet2DConditionModel::new(random_var_builder(dtype, dev, unchecked), &unet_cfg)?;
     let vae = AutoencoderKL::new(random_var_builder(dtype, dev, HashMap::new()), &vae_cfg)?;
     Ok(GligenModel {
@@ -338,12 +383,19 @@ pub fn cpu_model() -> String {
         .unwrap_or_default();
     let has = |f: &str| flags.contains(&f);
     let mut isa = Vec::new();
-    for (flag, label) in [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")] {
+    for (flag, label) in [
+        ("avx2", "AVX2"),
+        ("avx512f", "AVX-512"),
+        ("avx512_bf16", "AVX512-BF16"),
+        ("amx_bf16", "AMX-BF16"),
+    ] {
         if has(flag) {
             isa.push(label);
         }
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if isa.is_empty() {
         format!("{name}, {cores} logical CPUs")
     } else {
@@ -355,8 +407,15 @@ fn gpu_name(dev: &Device) -> Option<String> {
     if !dev.is_cuda() {
         return None;
     }
-    let out = Command::new("nvidia-smi").args(["--query-gpu=name", "--format=csv,noheader"]).output().ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).lines().next()?.trim().to_string();
+    let out = Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .to_string();
     (!s.is_empty()).then_some(s)
 }
 
@@ -373,7 +432,9 @@ fn parse_dtypes(s: &str) -> Result<Vec<DType>> {
     if s == "all" {
         return Ok(vec![DType::F32, DType::BF16, DType::F16]);
     }
-    s.split(',').map(|d| pipeline::parse_dtype(d.trim()).map_err(anyhow::Error::msg)).collect()
+    s.split(',')
+        .map(|d| pipeline::parse_dtype(d.trim()).map_err(anyhow::Error::msg))
+        .collect()
 }
 
 /// Times `f`: `warmup` untimed calls, then `runs` timed ones; peak RSS over all of them.
@@ -396,7 +457,11 @@ fn measure(
     };
     for i in 0..warmup {
         match run() {
-            Ok(t) => eprintln!("  glichen {dtype} {key}: warm-up {}/{warmup} {}", i + 1, fmt_secs(t)),
+            Ok(t) => eprintln!(
+                "  glichen {dtype} {key}: warm-up {}/{warmup} {}",
+                i + 1,
+                fmt_secs(t)
+            ),
             Err(e) => return RowResult::failed(key, dtype, format!("{e}")),
         }
     }
@@ -404,7 +469,11 @@ fn measure(
     for i in 0..runs {
         match run() {
             Ok(t) => {
-                eprintln!("  glichen {dtype} {key}: run {}/{runs} {}", i + 1, fmt_secs(t));
+                eprintln!(
+                    "  glichen {dtype} {key}: run {}/{runs} {}",
+                    i + 1,
+                    fmt_secs(t)
+                );
                 times.push(t);
             }
             Err(e) => return RowResult::failed(key, dtype, format!("{e}")),
@@ -416,7 +485,11 @@ fn measure(
 /// Every Glichen row of one dtype.
 fn bench_glichen(args: &BenchArgs, rows: &[&str], dev: &Device, dtype: DType) -> Vec<RowResult> {
     let dn = dtype_name(dtype);
-    let fail_all = |e: String| rows.iter().map(|k| RowResult::failed(k, dn, e.clone())).collect::<Vec<_>>();
+    let fail_all = |e: String| {
+        rows.iter()
+            .map(|k| RowResult::failed(k, dn, e.clone()))
+            .collect::<Vec<_>>()
+    };
     let started = Instant::now();
     let model = match &args.model {
         Some(spec) => weights::resolve_model(spec, true)
@@ -440,7 +513,11 @@ fn bench_glichen(args: &BenchArgs, rows: &[&str], dev: &Device, dtype: DType) ->
     }
 }
 
-fn bench_glichen_rows(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Result<Vec<RowResult>> {
+fn bench_glichen_rows(
+    args: &BenchArgs,
+    rows: &[&str],
+    model: &GligenModel,
+) -> Result<Vec<RowResult>> {
     let dev = &model.device;
     let dtype = model.dtype;
     let dn = dtype_name(dtype);
@@ -474,11 +551,17 @@ fn bench_glichen_rows(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> R
             masks[b * slots + i] = b as f32;
         }
     }
-    let positive_len = model.unet.position_net.as_ref().map(|p| p.positive_len).unwrap_or(hidden);
+    let positive_len = model
+        .unet
+        .position_net
+        .as_ref()
+        .map(|p| p.positive_len)
+        .unwrap_or(hidden);
     let pn_input = PositionNetInput {
         boxes: Tensor::from_vec(boxes, (2, slots, 4), dev)?,
         masks: Tensor::from_vec(masks, (2, slots), dev)?,
-        phrase_embeddings: Tensor::randn(0f32, 1f32, (2, slots, positive_len), dev)?.to_dtype(dtype)?,
+        phrase_embeddings: Tensor::randn(0f32, 1f32, (2, slots, positive_len), dev)?
+            .to_dtype(dtype)?,
         phrase_masks: None,
         image_masks: None,
         image_embeddings: None,
@@ -487,18 +570,41 @@ fn bench_glichen_rows(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> R
     let sample = Tensor::randn(0f32, 1f32, (2, in_ch, lat, lat), dev)?.to_dtype(dtype)?;
     let context = Tensor::randn(0f32, 1f32, (2, max_len, hidden), dev)?.to_dtype(dtype)?;
     let latents = Tensor::randn(0f32, 1f32, (1, latent_ch, lat, lat), dev)?.to_dtype(dtype)?;
-    let on = Grounding { objs: objs.clone(), gate_scale: 1.0 };
-    let off = Grounding { objs, gate_scale: 0.0 };
+    let on = Grounding {
+        objs: objs.clone(),
+        gate_scale: 1.0,
+    };
+    let off = Grounding {
+        objs,
+        gate_scale: 0.0,
+    };
 
     let (w, r) = (args.warmup, args.runs);
     let mut out = Vec::new();
     for &key in rows {
         let res = match key {
-            "clip_prompt" => measure(dev, key, dn, w, r, || Ok(model.text_encoder.forward(&prompt_ids, eos)?.last_hidden_state)),
-            "clip_phrases" => measure(dev, key, dn, w, r, || Ok(model.text_encoder.forward(&phrase_ids, eos)?.pooler_output)),
-            "position_net" => measure(dev, key, dn, w, r, || model.unet.grounding_tokens(&pn_input)),
-            "unet_fuser_on" => measure(dev, key, dn, w, r, || model.unet.forward(&sample, BENCH_TIMESTEP, &context, Some(&on))),
-            "unet_fuser_off" => measure(dev, key, dn, w, r, || model.unet.forward(&sample, BENCH_TIMESTEP, &context, Some(&off))),
+            "clip_prompt" => measure(dev, key, dn, w, r, || {
+                Ok(model
+                    .text_encoder
+                    .forward(&prompt_ids, eos)?
+                    .last_hidden_state)
+            }),
+            "clip_phrases" => measure(dev, key, dn, w, r, || {
+                Ok(model.text_encoder.forward(&phrase_ids, eos)?.pooler_output)
+            }),
+            "position_net" => measure(dev, key, dn, w, r, || {
+                model.unet.grounding_tokens(&pn_input)
+            }),
+            "unet_fuser_on" => measure(dev, key, dn, w, r, || {
+                model
+                    .unet
+                    .forward(&sample, BENCH_TIMESTEP, &context, Some(&on))
+            }),
+            "unet_fuser_off" => measure(dev, key, dn, w, r, || {
+                model
+                    .unet
+                    .forward(&sample, BENCH_TIMESTEP, &context, Some(&off))
+            }),
             "vae_decode" => measure(dev, key, dn, w, r, || model.vae.decode(&latents)),
             "generation" | "first_preview" => continue,
             other => RowResult::failed(other, dn, "unknown row".into()),
@@ -532,7 +638,11 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
     let dn = dtype_name(model.dtype);
     let wanted = |k: &str| rows.contains(&k);
     let fail = |e: String| -> Vec<RowResult> {
-        ["generation", "first_preview"].iter().filter(|k| wanted(k)).map(|k| RowResult::failed(k, dn, e.clone())).collect()
+        ["generation", "first_preview"]
+            .iter()
+            .filter(|k| wanted(k))
+            .map(|k| RowResult::failed(k, dn, e.clone()))
+            .collect()
     };
     let layout = match bench_layout(args.size, args.boxes, args.steps) {
         Ok(l) => l,
@@ -557,7 +667,14 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
                     let _ = pipeline::preview::latents_to_rgb(u.pred_x0);
                     first = Some(start.elapsed().as_secs_f64());
                 }
-                eprint!("\r  glichen {dn} generation {}/{}: step {}/{} {:.1} s   ", run + 1, args.full_runs.max(1), u.step + 1, u.total, start.elapsed().as_secs_f64());
+                eprint!(
+                    "\r  glichen {dn} generation {}/{}: step {}/{} {:.1} s   ",
+                    run + 1,
+                    args.full_runs.max(1),
+                    u.step + 1,
+                    u.total,
+                    start.elapsed().as_secs_f64()
+                );
             },
             &cancel,
         );
@@ -566,7 +683,11 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
             return fail(format!("{e}"));
         }
         let total = start.elapsed().as_secs_f64();
-        eprintln!("  glichen {dn} generation: {} (first preview {})", fmt_secs(total), first.map(fmt_secs).unwrap_or_default());
+        eprintln!(
+            "  glichen {dn} generation: {} (first preview {})",
+            fmt_secs(total),
+            first.map(fmt_secs).unwrap_or_default()
+        );
         totals.push(total);
         if let Some(f) = first {
             firsts.push(f);
@@ -602,7 +723,10 @@ fn resolve_script(args: &BenchArgs) -> Result<PathBuf> {
         return Ok(s.clone());
     }
     let candidates = [
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/diffusers_bench.py")),
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/diffusers_bench.py"
+        )),
         PathBuf::from("benches/diffusers_bench.py"),
     ];
     candidates
@@ -627,7 +751,12 @@ struct PythonMeta {
 }
 
 /// Runs the diffusers script and collects its JSON rows (its progress goes to our stderr).
-fn bench_diffusers(args: &BenchArgs, threads: usize, dtypes: &[DType], rows: &[&str]) -> Result<(Vec<RowResult>, PythonMeta)> {
+fn bench_diffusers(
+    args: &BenchArgs,
+    threads: usize,
+    dtypes: &[DType],
+    rows: &[&str],
+) -> Result<(Vec<RowResult>, PythonMeta)> {
     let python = resolve_python(args);
     let script = resolve_script(args)?;
     let dt: Vec<&str> = dtypes.iter().map(|d| dtype_name(*d)).collect();
@@ -637,7 +766,14 @@ fn bench_diffusers(args: &BenchArgs, threads: usize, dtypes: &[DType], rows: &[&
         .args(["--runs", &args.runs.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--dtype", &dt.join(",")])
-        .args(["--device", if args.device.starts_with("cuda") { &args.device } else { "cpu" }])
+        .args([
+            "--device",
+            if args.device.starts_with("cuda") {
+                &args.device
+            } else {
+                "cpu"
+            },
+        ])
         .args(["--rows", &rows.join(",")])
         .args(["--size", &args.size.to_string()])
         .args(["--boxes", &args.boxes.to_string()])
@@ -656,7 +792,12 @@ fn bench_diffusers(args: &BenchArgs, threads: usize, dtypes: &[DType], rows: &[&
         cmd.args(["--model", m]);
     }
     eprintln!("running {} {} ...", python.display(), script.display());
-    let mut child = cmd.spawn().with_context(|| format!("starting {} (set --python or GLICHEN_PYTHON)", python.display()))?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "starting {} (set --python or GLICHEN_PYTHON)",
+            python.display()
+        )
+    })?;
     let stdout = child.stdout.take().context("diffusers script stdout")?;
     let mut results = Vec::new();
     let mut meta = PythonMeta::default();
@@ -708,7 +849,9 @@ fn fmt_bytes(b: Option<u64>) -> String {
 fn cell(r: Option<&RowResult>) -> String {
     match r {
         None => "–".into(),
-        Some(RowResult { median_s: Some(m), .. }) => fmt_secs(*m),
+        Some(RowResult {
+            median_s: Some(m), ..
+        }) => fmt_secs(*m),
         Some(RowResult { error: Some(e), .. }) => {
             let short: String = e.lines().next().unwrap_or("").chars().take(40).collect();
             format!("n/a ({short})")
@@ -722,12 +865,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     if args.boxes == 0 || args.boxes > pipeline::MAX_GROUNDING_SLOTS {
-        bail!("--boxes must be between 1 and {}", pipeline::MAX_GROUNDING_SLOTS);
+        bail!(
+            "--boxes must be between 1 and {}",
+            pipeline::MAX_GROUNDING_SLOTS
+        );
     }
     if args.size < 64 || args.size % 64 != 0 {
         bail!("--size must be a multiple of 64 (SD's UNet halves 64×64 latents three times)");
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
@@ -767,7 +917,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(g) => format!("{g} ({})", cpu_model()),
         None => cpu_model(),
     };
-    eprintln!("glichen bench: {machine}; {threads} threads; device {}; dtypes {:?}", args.device, dtypes);
+    eprintln!(
+        "glichen bench: {machine}; {threads} threads; device {}; dtypes {:?}",
+        args.device, dtypes
+    );
 
     let mut glichen_rows = Vec::new();
     if !args.diffusers_only {
@@ -783,7 +936,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
 
     if let Some(path) = &args.json {
-        let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         for (side, rs) in [("glichen", &glichen_rows), ("diffusers", &diffusers_rows)] {
             for r in rs.iter() {
                 let mut v = serde_json::to_value(r)?;
@@ -801,11 +955,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!();
     println!("glichen bench ({weights_desc}), `{command_line}`");
     println!("machine: {machine}; device: {}", args.device);
-    let torch_threads = meta.threads.map(|t| format!(", torch threads {t}")).unwrap_or_default();
-    println!("threads: {threads} (RAYON_NUM_THREADS{torch_threads}); warm-up {}, median of {} runs", args.warmup, args.runs);
+    let torch_threads = meta
+        .threads
+        .map(|t| format!(", torch threads {t}"))
+        .unwrap_or_default();
+    println!(
+        "threads: {threads} (RAYON_NUM_THREADS{torch_threads}); warm-up {}, median of {} runs",
+        args.warmup, args.runs
+    );
     if args.compare {
-        let cap = meta.cpu_capability.as_deref().map(|c| format!(", torch CPU capability {c}")).unwrap_or_default();
-        let dn = meta.device_name.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
+        let cap = meta
+            .cpu_capability
+            .as_deref()
+            .map(|c| format!(", torch CPU capability {c}"))
+            .unwrap_or_default();
+        let dn = meta
+            .device_name
+            .as_deref()
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default();
         println!(
             "Glichen {} (candle 0.11) vs diffusers {} / torch {}{cap}{dn}",
             env!("CARGO_PKG_VERSION"),
@@ -816,7 +984,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("Glichen {} (candle 0.11)", env!("CARGO_PKG_VERSION"));
     }
     println!();
-    let find = |rs: &Vec<RowResult>, dt: &str, key: &str| rs.iter().find(|r| r.dtype == dt && r.row == key).cloned();
+    let find = |rs: &Vec<RowResult>, dt: &str, key: &str| {
+        rs.iter().find(|r| r.dtype == dt && r.row == key).cloned()
+    };
     if args.compare {
         println!("| dtype | row | Glichen | diffusers | Glichen / diffusers | Glichen peak RSS | diffusers peak RSS |");
         println!("|---|---|---:|---:|---:|---:|---:|");
@@ -831,7 +1001,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let label = row_label(key, &args);
             if args.compare {
                 let d = find(&diffusers_rows, dn, key);
-                let ratio = match (g.as_ref().and_then(|r| r.median_s), d.as_ref().and_then(|r| r.median_s)) {
+                let ratio = match (
+                    g.as_ref().and_then(|r| r.median_s),
+                    d.as_ref().and_then(|r| r.median_s),
+                ) {
                     (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
                     _ => "–".into(),
                 };
@@ -843,14 +1016,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     fmt_bytes(d.as_ref().and_then(|r| r.peak_rss_bytes)),
                 );
             } else {
-                println!("| {dn} | {label} | {} | {} |", cell(g.as_ref()), fmt_bytes(g.as_ref().and_then(|r| r.peak_rss_bytes)));
+                println!(
+                    "| {dn} | {label} | {} | {} |",
+                    cell(g.as_ref()),
+                    fmt_bytes(g.as_ref().and_then(|r| r.peak_rss_bytes))
+                );
             }
         }
     }
     println!();
     let peak = |rs: &Vec<RowResult>| rs.iter().filter_map(|r| r.peak_rss_bytes).max();
     if args.compare {
-        println!("peak RSS over all rows: Glichen {}, diffusers {}", fmt_bytes(peak(&glichen_rows)), fmt_bytes(peak(&diffusers_rows)));
+        println!(
+            "peak RSS over all rows: Glichen {}, diffusers {}",
+            fmt_bytes(peak(&glichen_rows)),
+            fmt_bytes(peak(&diffusers_rows))
+        );
     } else {
         println!("peak RSS over all rows: {}", fmt_bytes(peak(&glichen_rows)));
     }
@@ -874,9 +1055,13 @@ struct Part {
 /// often a step runs that part at that resolution (down + up blocks; the mid block at 8×8).
 fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<Part>> {
     use candle_core::Module;
-    use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+    use candle_transformers::models::stable_diffusion::resnet::{
+        ResnetBlock2D, ResnetBlock2DConfig,
+    };
     use glichen::model::attention::{scaled_dot_product_attention, Attention, FeedForward};
-    use glichen::model::transformer::{GatedSelfAttentionDense, Transformer2DConfig, Transformer2DModel};
+    use glichen::model::transformer::{
+        GatedSelfAttentionDense, Transformer2DConfig, Transformer2DModel,
+    };
     let dn = dtype_name(dtype);
     let (w, r) = (args.warmup, args.runs);
     let lat = args.size / 8;
@@ -885,12 +1070,21 @@ fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<P
     let temb_dim = 1280;
     let vb = random_var_builder(dtype, dev, HashMap::new());
     let context = Tensor::randn(0f32, 1f32, (2, 77, cross), dev)?.to_dtype(dtype)?;
-    let objs = Tensor::randn(0f32, 1f32, (2, pipeline::MAX_GROUNDING_SLOTS, cross), dev)?.to_dtype(dtype)?;
-    let grounding = Grounding { objs, gate_scale: 1.0 };
+    let objs = Tensor::randn(0f32, 1f32, (2, pipeline::MAX_GROUNDING_SLOTS, cross), dev)?
+        .to_dtype(dtype)?;
+    let grounding = Grounding {
+        objs,
+        gate_scale: 1.0,
+    };
     let temb = Tensor::randn(0f32, 1f32, (2, temb_dim), dev)?.to_dtype(dtype)?;
     let mut parts = Vec::new();
     // (channels, latent side, transformer calls, resnet calls) per resolution.
-    let levels = [(320, lat, 5, 5), (640, lat / 2, 5, 5), (1280, lat / 4, 5, 5), (1280, lat / 8, 1, 7)];
+    let levels = [
+        (320, lat, 5, 5),
+        (640, lat / 2, 5, 5),
+        (1280, lat / 4, 5, 5),
+        (1280, lat / 8, 1, 7),
+    ];
     for (i, &(c, hw, n_tf, n_res)) in levels.iter().enumerate() {
         let level = format!("{hw}×{hw}×{c}");
         let vb = vb.pp(format!("level{i}"));
@@ -899,8 +1093,19 @@ fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<P
         let tokens = Tensor::randn(0f32, 1f32, (2, n, c), dev)?.to_dtype(dtype)?;
         let key = |name: &str| format!("{level} {name}");
         let mut push = |name: &'static str, calls: usize, result: RowResult| {
-            eprintln!("  {level} {name}: {}", result.median_s.map(fmt_secs).unwrap_or_else(|| format!("{:?}", result.error)));
-            parts.push(Part { level: level.clone(), name, calls, result });
+            eprintln!(
+                "  {level} {name}: {}",
+                result
+                    .median_s
+                    .map(fmt_secs)
+                    .unwrap_or_else(|| format!("{:?}", result.error))
+            );
+            parts.push(Part {
+                level: level.clone(),
+                name,
+                calls,
+                result,
+            });
         };
         let resnet = ResnetBlock2D::new(
             vb.pp("resnet"),
@@ -915,11 +1120,34 @@ fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<P
                 output_scale_factor: 1.0,
             },
         )?;
-        push("resnet block (2× GroupNorm+SiLU+conv3×3)", n_res, measure(dev, &key("resnet"), dn, w, r, || resnet.forward(&map, Some(&temb))));
-        let conv = candle_nn::conv2d(c, c, 3, candle_nn::Conv2dConfig { padding: 1, ..Default::default() }, vb.pp("conv"))?;
-        push("  of which one conv3×3", 2 * n_res, measure(dev, &key("conv3x3"), dn, w, r, || conv.forward(&map)));
+        push(
+            "resnet block (2× GroupNorm+SiLU+conv3×3)",
+            n_res,
+            measure(dev, &key("resnet"), dn, w, r, || {
+                resnet.forward(&map, Some(&temb))
+            }),
+        );
+        let conv = candle_nn::conv2d(
+            c,
+            c,
+            3,
+            candle_nn::Conv2dConfig {
+                padding: 1,
+                ..Default::default()
+            },
+            vb.pp("conv"),
+        )?;
+        push(
+            "  of which one conv3×3",
+            2 * n_res,
+            measure(dev, &key("conv3x3"), dn, w, r, || conv.forward(&map)),
+        );
         let gn = candle_nn::group_norm(32, c, 1e-5, vb.pp("gn"))?;
-        push("  of which one GroupNorm", 2 * n_res + n_tf, measure(dev, &key("groupnorm"), dn, w, r, || gn.forward(&map)));
+        push(
+            "  of which one GroupNorm",
+            2 * n_res + n_tf,
+            measure(dev, &key("groupnorm"), dn, w, r, || gn.forward(&map)),
+        );
         if n_tf == 0 {
             continue;
         }
@@ -935,27 +1163,74 @@ fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<P
                 gated: true,
             },
         )?;
-        push("transformer (GN, proj, block, proj), fuser on", n_tf, measure(dev, &key("transformer"), dn, w, r, || tf.forward(&map, &context, Some(&grounding))));
+        push(
+            "transformer (GN, proj, block, proj), fuser on",
+            n_tf,
+            measure(dev, &key("transformer"), dn, w, r, || {
+                tf.forward(&map, &context, Some(&grounding))
+            }),
+        );
         let ln = candle_nn::layer_norm(c, 1e-5, vb.pp("ln"))?;
-        push("  LayerNorm", 5 * n_tf, measure(dev, &key("layernorm"), dn, w, r, || ln.forward(&tokens)));
+        push(
+            "  LayerNorm",
+            5 * n_tf,
+            measure(dev, &key("layernorm"), dn, w, r, || ln.forward(&tokens)),
+        );
         let attn1 = Attention::new(vb.pp("attn1"), c, None, heads, c / heads)?;
-        push("  self-attention (attn1)", n_tf, measure(dev, &key("attn1"), dn, w, r, || attn1.forward(&tokens, None)));
+        push(
+            "  self-attention (attn1)",
+            n_tf,
+            measure(dev, &key("attn1"), dn, w, r, || {
+                attn1.forward(&tokens, None)
+            }),
+        );
         let dh = c / heads;
         let q = Tensor::randn(0f32, 1f32, (2 * heads, n, dh), dev)?.to_dtype(dtype)?;
-        push("    of which softmax(QKᵀ)V core", n_tf, measure(dev, &key("sdpa"), dn, w, r, || scaled_dot_product_attention(&q, &q, &q, 1.0 / (dh as f64).sqrt())));
+        push(
+            "    of which softmax(QKᵀ)V core",
+            n_tf,
+            measure(dev, &key("sdpa"), dn, w, r, || {
+                scaled_dot_product_attention(&q, &q, &q, 1.0 / (dh as f64).sqrt())
+            }),
+        );
         let fuser = GatedSelfAttentionDense::new(vb.pp("fuser"), c, cross, heads, dh)?;
-        push("  fuser (gated self-attention + FF)", n_tf, measure(dev, &key("fuser"), dn, w, r, || fuser.forward(&tokens, &grounding)));
+        push(
+            "  fuser (gated self-attention + FF)",
+            n_tf,
+            measure(dev, &key("fuser"), dn, w, r, || {
+                fuser.forward(&tokens, &grounding)
+            }),
+        );
         let attn2 = Attention::new(vb.pp("attn2"), c, Some(cross), heads, dh)?;
-        push("  cross-attention (attn2)", n_tf, measure(dev, &key("attn2"), dn, w, r, || attn2.forward(&tokens, Some(&context))));
+        push(
+            "  cross-attention (attn2)",
+            n_tf,
+            measure(dev, &key("attn2"), dn, w, r, || {
+                attn2.forward(&tokens, Some(&context))
+            }),
+        );
         let ff = FeedForward::new(vb.pp("ff"), c)?;
-        push("  feed-forward (GEGLU)", n_tf, measure(dev, &key("ff"), dn, w, r, || ff.forward(&tokens)));
+        push(
+            "  feed-forward (GEGLU)",
+            n_tf,
+            measure(dev, &key("ff"), dn, w, r, || ff.forward(&tokens)),
+        );
         let proj = candle_nn::conv2d(c, c, 1, Default::default(), vb.pp("proj"))?;
-        push("  proj_in / proj_out (conv1×1)", 2 * n_tf, measure(dev, &key("proj"), dn, w, r, || proj.forward(&map)));
+        push(
+            "  proj_in / proj_out (conv1×1)",
+            2 * n_tf,
+            measure(dev, &key("proj"), dn, w, r, || proj.forward(&map)),
+        );
         push(
             "  tokens ↔ map permute + contiguous",
             n_tf,
             measure(dev, &key("permute"), dn, w, r, || {
-                map.permute((0, 2, 3, 1))?.reshape((2, n, c))?.contiguous()?.reshape((2, hw, hw, c))?.permute((0, 3, 1, 2))?.contiguous()
+                map.permute((0, 2, 3, 1))?
+                    .reshape((2, n, c))?
+                    .contiguous()?
+                    .reshape((2, hw, hw, c))?
+                    .permute((0, 3, 1, 2))?
+                    .contiguous()
             }),
         );
     }
@@ -966,12 +1241,21 @@ fn run_breakdown(args: &BenchArgs, dev: &Device, dtypes: &[DType], threads: usiz
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     println!();
     println!("glichen bench --breakdown: the UNet's parts at {0}×{0} px, CFG batch 2, random weights, `{command_line}`", args.size);
-    println!("machine: {}; device: {}; threads: {threads}; warm-up {}, median of {} runs", cpu_model(), args.device, args.warmup, args.runs);
+    println!(
+        "machine: {}; device: {}; threads: {threads}; warm-up {}, median of {} runs",
+        cpu_model(),
+        args.device,
+        args.warmup,
+        args.runs
+    );
     println!("(indented parts are inside the row above them; `calls` is how often one UNet step runs the part)");
     for &dt in dtypes {
         let parts = breakdown_parts(args, dev, dt)?;
         println!();
-        println!("| {} | part | per call | calls | per step |", dtype_name(dt));
+        println!(
+            "| {} | part | per call | calls | per step |",
+            dtype_name(dt)
+        );
         println!("|---|---|---:|---:|---:|");
         let mut top = 0.0;
         for p in &parts {

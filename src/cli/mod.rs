@@ -12,7 +12,11 @@ use glichen::weights;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "glichen", version, about = "Grounded text-to-image generation (GLIGEN) with candle")]
+#[command(
+    name = "glichen",
+    version,
+    about = "Grounded text-to-image generation (GLIGEN) with candle"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -94,7 +98,13 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Models) => {
             for e in weights::catalogue::entries() {
-                println!("{:<40} {:<45} {:<22} {}", e.name, format!("{}@{}", e.repo, e.revision), e.modality, e.description);
+                println!(
+                    "{:<40} {:<45} {:<22} {}",
+                    e.name,
+                    format!("{}@{}", e.repo, e.revision),
+                    e.modality,
+                    e.description
+                );
             }
             Ok(())
         }
@@ -118,22 +128,32 @@ fn describe_source(source: &weights::ModelSource) -> String {
 
 /// Writes `bytes` next to `path` and renames it into place, so a crash never leaves half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
 fn load_latents(path: &Path, name: &str) -> Result<candle_core::Tensor> {
     let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
-    tensors
-        .get(name)
-        .cloned()
-        .with_context(|| format!("{}: no tensor named `{name}` (found: {:?})", path.display(), tensors.keys().collect::<Vec<_>>()))
+    tensors.get(name).cloned().with_context(|| {
+        format!(
+            "{}: no tensor named `{name}` (found: {:?})",
+            path.display(),
+            tensors.keys().collect::<Vec<_>>()
+        )
+    })
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
@@ -158,7 +178,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if args.scheduler.is_some() {
         s.scheduler = args.scheduler;
     }
-    layout.validate().map_err(|e| anyhow::anyhow!("{}: {e}", args.layout.display()))?;
+    layout
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.layout.display()))?;
     if args.noise.is_some() && layout.inpaint.is_none() {
         tracing::warn!("--noise is only used for grounded inpainting; this layout has no `inpaint` image, so it is ignored");
     }
@@ -182,8 +204,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
 
     let bar = indicatif::ProgressBar::new(options.steps as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} ({per_sec}) {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     if let Some(dir) = &args.previews {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -209,7 +233,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
                 let path = dir.join(format!("step_{:03}.png", u.step));
                 let res = pipeline::preview::latents_to_rgb(u.pred_x0)
                     .map_err(anyhow::Error::from)
-                    .and_then(|img| img.save(&path).with_context(|| format!("writing {}", path.display())));
+                    .and_then(|img| {
+                        img.save(&path)
+                            .with_context(|| format!("writing {}", path.display()))
+                    });
                 if let Err(e) = res {
                     preview_error.get_or_insert(e);
                 }
@@ -230,18 +257,27 @@ fn generate(args: GenerateArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if let Some(path) = &args.save_latents {
-        let t = generated.latents.to_device(&candle_core::Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
+        let t = generated
+            .latents
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(candle_core::DType::F32)?;
         let mut map = std::collections::HashMap::new();
         map.insert("latents".to_string(), t);
         let tmp = path.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        candle_core::safetensors::save(&map, &tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(img) = &generated.image {
         let json = layout.to_json_pretty()?;
         let bytes = png_meta::encode_png_with_layout(img, &json)?;
         write_atomic(&args.out, &bytes)?;
-        eprintln!("wrote {} (seed {}, {:.1?})", args.out.display(), generated.seed, started.elapsed());
+        eprintln!(
+            "wrote {} (seed {}, {:.1?})",
+            args.out.display(),
+            generated.seed,
+            started.elapsed()
+        );
     }
     Ok(())
 }

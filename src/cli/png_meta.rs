@@ -23,11 +23,15 @@ pub fn encode_png_with_layout(img: &image::RgbImage, layout_json: &str) -> Resul
 pub fn read_layout_chunk(path: &Path) -> Result<String> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let decoder = png::Decoder::new(std::io::BufReader::new(file));
-    let reader = decoder.read_info().with_context(|| format!("{}: not a PNG", path.display()))?;
+    let reader = decoder
+        .read_info()
+        .with_context(|| format!("{}: not a PNG", path.display()))?;
     let info = reader.info();
     for chunk in &info.utf8_text {
         if chunk.keyword == LAYOUT_KEY {
-            return chunk.get_text().with_context(|| format!("{}: unreadable {LAYOUT_KEY} chunk", path.display()));
+            return chunk
+                .get_text()
+                .with_context(|| format!("{}: unreadable {LAYOUT_KEY} chunk", path.display()));
         }
     }
     for chunk in &info.uncompressed_latin1_text {
@@ -35,5 +39,8 @@ pub fn read_layout_chunk(path: &Path) -> Result<String> {
             return Ok(chunk.text.clone());
         }
     }
-    anyhow::bail!("{}: no {LAYOUT_KEY} text chunk (not written by Glichen?)", path.display())
+    anyhow::bail!(
+        "{}: no {LAYOUT_KEY} text chunk (not written by Glichen?)",
+        path.display()
+    )
 }

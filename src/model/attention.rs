@@ -71,7 +71,12 @@ impl Attention {
 /// whatever the input dtype (half precision loses too much in the exponent sums). Work is split
 /// over heads and, for long sequences, over query rows, so that each score block stays small; every
 /// query row still sees all keys, so the result is exact.
-pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
     let (bh, n, _) = q.dims3()?;
     let m = k.dim(1)?;
     let in_dtype = q.dtype();
@@ -87,12 +92,20 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f
         return attend(q, k, v);
     }
     let heads_per_block = (ATTENTION_BLOCK_ELEMENTS / (n * m).max(1)).clamp(1, bh);
-    let rows_per_block = if heads_per_block > 1 { n } else { (ATTENTION_BLOCK_ELEMENTS / m.max(1)).clamp(1, n) };
+    let rows_per_block = if heads_per_block > 1 {
+        n
+    } else {
+        (ATTENTION_BLOCK_ELEMENTS / m.max(1)).clamp(1, n)
+    };
     let mut heads_out = Vec::with_capacity(bh.div_ceil(heads_per_block));
     let mut h0 = 0;
     while h0 < bh {
         let hl = heads_per_block.min(bh - h0);
-        let (qh, kh, vh) = (q.narrow(0, h0, hl)?, k.narrow(0, h0, hl)?, v.narrow(0, h0, hl)?);
+        let (qh, kh, vh) = (
+            q.narrow(0, h0, hl)?,
+            k.narrow(0, h0, hl)?,
+            v.narrow(0, h0, hl)?,
+        );
         if rows_per_block >= n {
             heads_out.push(attend(&qh, &kh, &vh)?);
         } else {

@@ -115,23 +115,40 @@ impl EncoderLayer {
         let (b, n, d) = xs.dims3()?;
         let hd = d / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, n, self.heads, hd))?.transpose(1, 2)?.reshape((b * self.heads, n, hd))?.contiguous()
+            t.reshape((b, n, self.heads, hd))?
+                .transpose(1, 2)?
+                .reshape((b * self.heads, n, hd))?
+                .contiguous()
         };
         let q = split(self.q_proj.forward(xs)?)?;
         let k = split(self.k_proj.forward(xs)?)?;
         let v = split(self.v_proj.forward(xs)?)?;
         // The causal mask is added to the scores, so attention is done here rather than through the
         // shared helper.
-        let scores = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * (hd as f64).powf(-0.5))?;
-        let scores = scores.reshape((b, self.heads, n, n))?.broadcast_add(mask)?.reshape((b * self.heads, n, n))?;
+        let scores = (q
+            .to_dtype(DType::F32)?
+            .matmul(&k.to_dtype(DType::F32)?.t()?)?
+            * (hd as f64).powf(-0.5))?;
+        let scores = scores
+            .reshape((b, self.heads, n, n))?
+            .broadcast_add(mask)?
+            .reshape((b * self.heads, n, n))?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        let out = probs.matmul(&v)?.reshape((b, self.heads, n, hd))?.transpose(1, 2)?.reshape((b, n, d))?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, self.heads, n, hd))?
+            .transpose(1, 2)?
+            .reshape((b, n, d))?;
         self.out_proj.forward(&out)
     }
 
     fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let xs = (self.attention(&self.layer_norm1.forward(xs)?, mask)? + xs)?;
-        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&self.layer_norm2.forward(&xs)?)?)?)?;
+        let h = self.fc2.forward(
+            &self
+                .act
+                .forward(&self.fc1.forward(&self.layer_norm2.forward(&xs)?)?)?,
+        )?;
         h + xs
     }
 }
@@ -166,9 +183,17 @@ impl ClipTextModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: embedding(c.vocab_size, c.hidden_size, e.pp("token_embedding"))?,
-            position_embedding: embedding(c.max_position_embeddings, c.hidden_size, e.pp("position_embedding"))?,
+            position_embedding: embedding(
+                c.max_position_embeddings,
+                c.hidden_size,
+                e.pp("position_embedding"),
+            )?,
             layers,
-            final_layer_norm: layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            final_layer_norm: layer_norm(
+                c.hidden_size,
+                c.layer_norm_eps,
+                vb.pp("final_layer_norm"),
+            )?,
             config: c.clone(),
         })
     }
@@ -193,7 +218,10 @@ impl ClipTextModel {
         }
         let dev = input_ids.device();
         let positions = Tensor::arange(0u32, n as u32, dev)?;
-        let xs = self.token_embedding.forward(input_ids)?.broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let xs = self
+            .token_embedding
+            .forward(input_ids)?
+            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = Self::causal_mask(n, dev)?;
         let mut xs = xs;
         for layer in &self.layers {
@@ -207,6 +235,9 @@ impl ClipTextModel {
             pooled.push(last_hidden_state.i((row, pos))?);
         }
         let pooler_output = Tensor::stack(&pooled, 0)?;
-        Ok(ClipTextOutput { last_hidden_state, pooler_output })
+        Ok(ClipTextOutput {
+            last_hidden_state,
+            pooler_output,
+        })
     }
 }

@@ -134,20 +134,30 @@ impl EncoderLayer {
         let (b, n, d) = xs.dims3()?;
         let hd = d / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, n, self.heads, hd))?.transpose(1, 2)?.reshape((b * self.heads, n, hd))?.contiguous()
+            t.reshape((b, n, self.heads, hd))?
+                .transpose(1, 2)?
+                .reshape((b * self.heads, n, hd))?
+                .contiguous()
         };
         let q = split(self.q_proj.forward(xs)?)?;
         let k = split(self.k_proj.forward(xs)?)?;
         let v = split(self.v_proj.forward(xs)?)?;
         // Scores and softmax in f32 whatever the model dtype (transformers' eager softmax is f32 too).
         let out = scaled_dot_product_attention(&q, &k, &v, (hd as f64).powf(-0.5))?;
-        let out = out.reshape((b, self.heads, n, hd))?.transpose(1, 2)?.reshape((b, n, d))?;
+        let out = out
+            .reshape((b, self.heads, n, hd))?
+            .transpose(1, 2)?
+            .reshape((b, n, d))?;
         self.out_proj.forward(&out)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let xs = (self.attention(&self.layer_norm1.forward(xs)?)? + xs)?;
-        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&self.layer_norm2.forward(&xs)?)?)?)?;
+        let h = self.fc2.forward(
+            &self
+                .act
+                .forward(&self.fc1.forward(&self.layer_norm2.forward(&xs)?)?)?,
+        )?;
         h + xs
     }
 }
@@ -183,14 +193,25 @@ impl ClipVisionModelWithProjection {
             );
         }
         if c.patch_size == 0 || !c.image_size.is_multiple_of(c.patch_size) {
-            candle_core::bail!("image encoder image_size {} is not a multiple of patch_size {}", c.image_size, c.patch_size);
+            candle_core::bail!(
+                "image encoder image_size {} is not a multiple of patch_size {}",
+                c.image_size,
+                c.patch_size
+            );
         }
-        let tower = if vb.contains_tensor("vision_model.embeddings.class_embedding") { vb.pp("vision_model") } else { vb.clone() };
+        let tower = if vb.contains_tensor("vision_model.embeddings.class_embedding") {
+            vb.pp("vision_model")
+        } else {
+            vb.clone()
+        };
         let d = c.hidden_size;
         let e = tower.pp("embeddings");
         let grid = c.image_size / c.patch_size;
         let patch_weight = e
-            .get((d, c.num_channels, c.patch_size, c.patch_size), "patch_embedding.weight")?
+            .get(
+                (d, c.num_channels, c.patch_size, c.patch_size),
+                "patch_embedding.weight",
+            )?
             .reshape((d, c.num_channels * c.patch_size * c.patch_size))?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| EncoderLayer::new(tower.pp(format!("encoder.layers.{i}")), c, act))
@@ -203,7 +224,11 @@ impl ClipVisionModelWithProjection {
             pre_layrnorm: layer_norm(d, c.layer_norm_eps, tower.pp("pre_layrnorm"))?,
             layers,
             post_layernorm: layer_norm(d, c.layer_norm_eps, tower.pp("post_layernorm"))?,
-            visual_projection: candle_nn::linear_no_bias(d, c.projection_dim, vb.pp("visual_projection"))?,
+            visual_projection: candle_nn::linear_no_bias(
+                d,
+                c.projection_dim,
+                vb.pp("visual_projection"),
+            )?,
             config: c.clone(),
         })
     }
@@ -235,14 +260,23 @@ impl ClipVisionModelWithProjection {
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b * g * g, ch * p * p))?
             .contiguous()?;
-        let patch_embeds = patches.matmul(&self.patch_weight.t()?)?.reshape((b, g * g, d))?;
-        let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?.contiguous()?;
-        let xs = Tensor::cat(&[&class, &patch_embeds], 1)?.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
+        let patch_embeds = patches
+            .matmul(&self.patch_weight.t()?)?
+            .reshape((b, g * g, d))?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?
+            .contiguous()?;
+        let xs = Tensor::cat(&[&class, &patch_embeds], 1)?
+            .broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
         let mut xs = self.pre_layrnorm.forward(&xs)?;
         for layer in &self.layers {
             xs = layer.forward(&xs)?;
         }
-        let pooled = self.post_layernorm.forward(&xs.i((.., 0, ..))?.contiguous()?)?;
+        let pooled = self
+            .post_layernorm
+            .forward(&xs.i((.., 0, ..))?.contiguous()?)?;
         self.visual_projection.forward(&pooled)
     }
 }
@@ -274,7 +308,9 @@ impl ImageProjection {
     pub fn from_weights(vb: VarBuilder) -> Result<Self> {
         let w = vb.get_unchecked("project.weight")?;
         let (out, inp) = w.dims2()?;
-        Ok(Self { project: candle_nn::linear_no_bias(inp, out, vb.pp("project"))? })
+        Ok(Self {
+            project: candle_nn::linear_no_bias(inp, out, vb.pp("project"))?,
+        })
     }
 
     pub fn in_dim(&self) -> Result<usize> {
@@ -297,9 +333,19 @@ impl Module for ImageProjection {
 /// about the norm of a ViT-L/14 text pooler output, so that image and phrase tokens have comparable
 /// size). Returns f32 `[B, out_dim]`; the norm and division are computed in f32 whatever the model
 /// dtype. A zero row stays zero instead of becoming NaN.
-pub fn grounding_image_feature(embeds: &Tensor, projection: &ImageProjection, normalize_constant: f64) -> Result<Tensor> {
+pub fn grounding_image_feature(
+    embeds: &Tensor,
+    projection: &ImageProjection,
+    normalize_constant: f64,
+) -> Result<Tensor> {
     let dtype = projection.project.weight().dtype();
-    let p = projection.forward(&embeds.to_dtype(dtype)?)?.to_dtype(DType::F32)?;
-    let norm = p.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(f32::MIN_POSITIVE, f32::INFINITY)?;
+    let p = projection
+        .forward(&embeds.to_dtype(dtype)?)?
+        .to_dtype(DType::F32)?;
+    let norm = p
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(f32::MIN_POSITIVE, f32::INFINITY)?;
     p.broadcast_div(&norm)? * normalize_constant
 }

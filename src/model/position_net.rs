@@ -57,7 +57,9 @@ impl Mlp {
             let (out, inp) = w.dims2()?;
             candle_nn::linear(inp, out, vb.pp(i.to_string()))
         };
-        Ok(Self { layers: [lin(0)?, lin(2)?, lin(4)?] })
+        Ok(Self {
+            layers: [lin(0)?, lin(2)?, lin(4)?],
+        })
     }
 
     fn in_dim(&self) -> Result<usize> {
@@ -78,10 +80,21 @@ pub enum PositionNetKind {
     /// `linears` + `null_positive_feature`.
     TextOnly { linears: Mlp, null_positive: Tensor },
     /// `linears_text`, `linears_image`, `null_text_feature`, `null_image_feature`: 2N tokens.
-    TextImage { linears_text: Mlp, linears_image: Mlp, null_text: Tensor, null_image: Tensor },
+    TextImage {
+        linears_text: Mlp,
+        linears_image: Mlp,
+        null_text: Tensor,
+        null_image: Tensor,
+    },
     /// The original keypoint grounding net: one token per (person, joint) from learnt person and
     /// joint embeddings plus the Fourier embedding of the point.
-    Keypoint { linears: Mlp, person_embeddings: Tensor, keypoint_embeddings: Tensor, null_person: Tensor, null_xy: Tensor },
+    Keypoint {
+        linears: Mlp,
+        person_embeddings: Tensor,
+        keypoint_embeddings: Tensor,
+        null_person: Tensor,
+        null_xy: Tensor,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +129,10 @@ impl PositionNet {
         let kind = if vb.contains_tensor("linears.0.weight") {
             let linears = Mlp::new(vb.pp("linears"))?;
             let positive_len = linears.in_dim()? - POSITION_DIM;
-            PositionNetKind::TextOnly { null_positive: vb.get(positive_len, "null_positive_feature")?, linears }
+            PositionNetKind::TextOnly {
+                null_positive: vb.get(positive_len, "null_positive_feature")?,
+                linears,
+            }
         } else {
             let linears_text = Mlp::new(vb.pp("linears_text"))?;
             let linears_image = Mlp::new(vb.pp("linears_image"))?;
@@ -129,7 +145,8 @@ impl PositionNet {
             }
         };
         let found = match &kind {
-            PositionNetKind::TextOnly { linears, .. } | PositionNetKind::Keypoint { linears, .. } => linears.in_dim()?,
+            PositionNetKind::TextOnly { linears, .. }
+            | PositionNetKind::Keypoint { linears, .. } => linears.in_dim()?,
             PositionNetKind::TextImage { linears_text, .. } => linears_text.in_dim()?,
         } - POSITION_DIM;
         if found != positive_len {
@@ -137,7 +154,11 @@ impl PositionNet {
                 "position_net takes {found}-wide phrase embeddings but the UNet's cross_attention_dim is {positive_len}"
             );
         }
-        Ok(Self { kind, null_position, positive_len })
+        Ok(Self {
+            kind,
+            null_position,
+            positive_len,
+        })
     }
 
     fn new_keypoint(vb: VarBuilder, dim: usize) -> Result<Self> {
@@ -145,7 +166,9 @@ impl PositionNet {
         let person_embeddings = vb.get_unchecked("person_embeddings")?;
         let (_, pdim) = person_embeddings.dims2()?;
         if pdim != dim {
-            candle_core::bail!("position_net.person_embeddings are {pdim} wide, the UNet's context is {dim}");
+            candle_core::bail!(
+                "position_net.person_embeddings are {pdim} wide, the UNet's context is {dim}"
+            );
         }
         let xy_dim = FOURIER_FREQS * 2 * 2;
         Ok(Self {
@@ -164,7 +187,9 @@ impl PositionNet {
     /// People the keypoint net has embeddings for (8 in the released checkpoint).
     pub fn max_persons(&self) -> Option<usize> {
         match &self.kind {
-            PositionNetKind::Keypoint { person_embeddings, .. } => person_embeddings.dim(0).ok(),
+            PositionNetKind::Keypoint {
+                person_embeddings, ..
+            } => person_embeddings.dim(0).ok(),
             _ => None,
         }
     }
@@ -183,19 +208,35 @@ impl PositionNet {
     pub fn forward(&self, input: &PositionNetInput) -> Result<Tensor> {
         let dtype = self.null_position.dtype();
         let masks = input.masks.to_dtype(dtype)?;
-        if let PositionNetKind::Keypoint { linears, person_embeddings, keypoint_embeddings, null_person, null_xy } = &self.kind {
+        if let PositionNetKind::Keypoint {
+            linears,
+            person_embeddings,
+            keypoint_embeddings,
+            null_person,
+            null_xy,
+        } = &self.kind
+        {
             // `boxes` holds the points `[B, persons·17, 2]` for a keypoint net.
             let (b, n, _) = input.boxes.dims3()?;
             let (persons, dim) = person_embeddings.dims2()?;
             if n != persons * KEYPOINTS_PER_PERSON {
-                candle_core::bail!("keypoint grounding needs {} points, got {n}", persons * KEYPOINTS_PER_PERSON);
+                candle_core::bail!(
+                    "keypoint grounding needs {} points, got {n}",
+                    persons * KEYPOINTS_PER_PERSON
+                );
             }
             let person = person_embeddings
                 .unsqueeze(1)?
                 .broadcast_as((persons, KEYPOINTS_PER_PERSON, dim))?
                 .reshape((n, dim))?;
-            let joints = keypoint_embeddings.unsqueeze(0)?.broadcast_as((persons, KEYPOINTS_PER_PERSON, dim))?.reshape((n, dim))?;
-            let emb = (person + joints)?.unsqueeze(0)?.broadcast_as((b, n, dim))?.contiguous()?;
+            let joints = keypoint_embeddings
+                .unsqueeze(0)?
+                .broadcast_as((persons, KEYPOINTS_PER_PERSON, dim))?
+                .reshape((n, dim))?;
+            let emb = (person + joints)?
+                .unsqueeze(0)?
+                .broadcast_as((b, n, dim))?
+                .contiguous()?;
             let xy = fourier_embedding(&input.boxes, 2)?.to_dtype(dtype)?;
             let emb = Self::with_null(&emb, &masks, null_person)?;
             let xy = Self::with_null(&xy, &masks, null_xy)?;
@@ -206,17 +247,32 @@ impl PositionNet {
             Self::with_null(&xyxy, &masks, &self.null_position)
         };
         match &self.kind {
-            PositionNetKind::Keypoint { .. } => candle_core::bail!("keypoint inputs were handled above"),
-            PositionNetKind::TextOnly { linears, null_positive } => {
-                let pos = Self::with_null(&input.phrase_embeddings.to_dtype(dtype)?, &masks, null_positive)?;
+            PositionNetKind::Keypoint { .. } => {
+                candle_core::bail!("keypoint inputs were handled above")
+            }
+            PositionNetKind::TextOnly {
+                linears,
+                null_positive,
+            } => {
+                let pos = Self::with_null(
+                    &input.phrase_embeddings.to_dtype(dtype)?,
+                    &masks,
+                    null_positive,
+                )?;
                 linears.forward(&Tensor::cat(&[&pos, &xyxy()?], 2)?)
             }
-            PositionNetKind::TextImage { linears_text, linears_image, null_text, null_image } => {
+            PositionNetKind::TextImage {
+                linears_text,
+                linears_image,
+                null_text,
+                null_image,
+            } => {
                 let (pm, im, ie) = match (&input.phrase_masks, &input.image_masks, &input.image_embeddings) {
                     (Some(p), Some(i), Some(e)) => (p.to_dtype(dtype)?, i.to_dtype(dtype)?, e.to_dtype(dtype)?),
                     _ => candle_core::bail!("a text-image position net needs phrase masks, image masks and image embeddings"),
                 };
-                let text = Self::with_null(&input.phrase_embeddings.to_dtype(dtype)?, &pm, null_text)?;
+                let text =
+                    Self::with_null(&input.phrase_embeddings.to_dtype(dtype)?, &pm, null_text)?;
                 let image = Self::with_null(&ie, &im, null_image)?;
                 let xyxy = xyxy()?;
                 let objs_text = linears_text.forward(&Tensor::cat(&[&text, &xyxy], 2)?)?;

@@ -3,7 +3,10 @@
 
 use super::attention::{Attention, FeedForward};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, layer_norm, linear, Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{
+    conv2d, group_norm, layer_norm, linear, Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear,
+    VarBuilder,
+};
 
 /// What the fuser of every block receives for one UNet evaluation.
 #[derive(Debug, Clone)]
@@ -29,7 +32,13 @@ pub struct GatedSelfAttentionDense {
 }
 
 impl GatedSelfAttentionDense {
-    pub fn new(vb: VarBuilder, query_dim: usize, context_dim: usize, heads: usize, dim_head: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        dim_head: usize,
+    ) -> Result<Self> {
         let scalar = |name: &str| -> Result<f64> {
             // Stored 0-d by diffusers; `TensorFile` also serves a 1-element [1] tensor as 0-d.
             let t = vb.get((), name)?;
@@ -81,7 +90,13 @@ impl BasicTransformerBlock {
         gated: bool,
     ) -> Result<Self> {
         let fuser = if gated {
-            Some(GatedSelfAttentionDense::new(vb.pp("fuser"), dim, cross_attention_dim, heads, dim_head)?)
+            Some(GatedSelfAttentionDense::new(
+                vb.pp("fuser"),
+                dim,
+                cross_attention_dim,
+                heads,
+                dim_head,
+            )?)
         } else {
             None
         };
@@ -90,19 +105,33 @@ impl BasicTransformerBlock {
             attn1: Attention::new(vb.pp("attn1"), dim, None, heads, dim_head)?,
             fuser,
             norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
-            attn2: Attention::new(vb.pp("attn2"), dim, Some(cross_attention_dim), heads, dim_head)?,
+            attn2: Attention::new(
+                vb.pp("attn2"),
+                dim,
+                Some(cross_attention_dim),
+                heads,
+                dim_head,
+            )?,
             norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
             ff: FeedForward::new(vb.pp("ff"), dim)?,
         })
     }
 
-    pub fn forward(&self, xs: &Tensor, context: &Tensor, grounding: Option<&Grounding>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        grounding: Option<&Grounding>,
+    ) -> Result<Tensor> {
         let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
         let xs = match (&self.fuser, grounding) {
             (Some(fuser), Some(g)) if g.gate_scale != 0.0 => fuser.forward(&xs, g)?,
             _ => xs,
         };
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context))? + &xs)?;
+        let xs = (self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(context))?
+            + &xs)?;
         self.ff.forward(&self.norm3.forward(&xs)?)? + xs
     }
 }
@@ -164,11 +193,17 @@ impl Transformer2DModel {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor, context: &Tensor, grounding: Option<&Grounding>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        grounding: Option<&Grounding>,
+    ) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
         let residual = xs;
         let xs = self.norm.forward(xs)?;
-        let to_tokens = |t: Tensor| -> Result<Tensor> { t.permute((0, 2, 3, 1))?.reshape((b, h * w, c)) };
+        let to_tokens =
+            |t: Tensor| -> Result<Tensor> { t.permute((0, 2, 3, 1))?.reshape((b, h * w, c)) };
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv.forward(&xs)?)?,
             Projection::Linear(lin) => lin.forward(&to_tokens(xs)?)?,
@@ -176,7 +211,9 @@ impl Transformer2DModel {
         for block in &self.blocks {
             tokens = block.forward(&tokens, context, grounding)?;
         }
-        let to_map = |t: Tensor| -> Result<Tensor> { t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous() };
+        let to_map = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()
+        };
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_map(tokens)?)?,
             Projection::Linear(lin) => to_map(lin.forward(&tokens)?)?,

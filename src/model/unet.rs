@@ -34,14 +34,24 @@ fn default_block_out_channels() -> Vec<usize> {
     vec![320, 640, 1280, 1280]
 }
 fn default_down_blocks() -> Vec<String> {
-    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_up_blocks() -> Vec<String> {
-    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_layers_per_block() -> PerBlock<usize> {
     PerBlock::One(2)
@@ -175,7 +185,10 @@ pub fn check_supported(cfg: &UNetConfig) -> std::result::Result<(), String> {
         Some(t) => return Err(format!("mid block type {t} is not supported")),
     }
     if cfg.act_fn != "silu" {
-        return Err(format!("act_fn {} is not supported (only silu)", cfg.act_fn));
+        return Err(format!(
+            "act_fn {} is not supported (only silu)",
+            cfg.act_fn
+        ));
     }
     if cfg.dual_cross_attention {
         return Err("dual_cross_attention is not supported".into());
@@ -187,13 +200,21 @@ pub fn check_supported(cfg: &UNetConfig) -> std::result::Result<(), String> {
     if cfg.class_embed_type.is_some() || cfg.addition_embed_type.is_some() {
         return Err("class or addition embeddings are not supported".into());
     }
-    if !matches!(cfg.time_embedding_type.as_deref(), None | Some("positional")) {
+    if !matches!(
+        cfg.time_embedding_type.as_deref(),
+        None | Some("positional")
+    ) {
         return Err("only positional time embeddings are supported".into());
     }
-    if !matches!(cfg.resnet_time_scale_shift.as_deref(), None | Some("default")) {
+    if !matches!(
+        cfg.resnet_time_scale_shift.as_deref(),
+        None | Some("default")
+    ) {
         return Err("resnet_time_scale_shift other than default is not supported".into());
     }
-    if !matches!(cfg.conv_in_kernel, None | Some(3)) || !matches!(cfg.conv_out_kernel, None | Some(3)) {
+    if !matches!(cfg.conv_in_kernel, None | Some(3))
+        || !matches!(cfg.conv_out_kernel, None | Some(3))
+    {
         return Err("conv_in_kernel/conv_out_kernel other than 3 are not supported".into());
     }
     if cfg.mid_block_scale_factor.is_some_and(|f| f != 1.0) {
@@ -208,7 +229,13 @@ pub fn check_supported(cfg: &UNetConfig) -> std::result::Result<(), String> {
 
 /// Sinusoidal timestep embedding of diffusers' `get_timestep_embedding`, always in f32 (in half
 /// precision timesteps near 1000 lose their low bits).
-pub fn timestep_embedding(t: f64, dim: usize, flip_sin_to_cos: bool, shift: f64, dev: &candle_core::Device) -> Result<Tensor> {
+pub fn timestep_embedding(
+    t: f64,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    shift: f64,
+    dev: &candle_core::Device,
+) -> Result<Tensor> {
     let half = dim / 2;
     let log_max = -(10000f64.ln()) as f32;
     let denom = half as f32 - shift as f32;
@@ -221,7 +248,11 @@ pub fn timestep_embedding(t: f64, dim: usize, flip_sin_to_cos: bool, shift: f64,
         sin.push(arg.sin());
         cos.push(arg.cos());
     }
-    let mut v = if flip_sin_to_cos { [cos, sin].concat() } else { [sin, cos].concat() };
+    let mut v = if flip_sin_to_cos {
+        [cos, sin].concat()
+    } else {
+        [sin, cos].concat()
+    };
     if dim % 2 == 1 {
         v.push(0.0);
     }
@@ -242,7 +273,8 @@ impl TimestepEmbedding {
         })
     }
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.linear_2.forward(&candle_nn::ops::silu(&self.linear_1.forward(xs)?)?)
+        self.linear_2
+            .forward(&candle_nn::ops::silu(&self.linear_1.forward(xs)?)?)
     }
 }
 
@@ -304,20 +336,37 @@ impl UNet2DConditionModel {
         let boc = &cfg.block_out_channels;
         // diffusers' legacy naming: `attention_head_dim` holds the number of heads unless
         // `num_attention_heads` is set.
-        let heads_cfg = cfg.num_attention_heads.as_ref().unwrap_or(&cfg.attention_head_dim);
+        let heads_cfg = cfg
+            .num_attention_heads
+            .as_ref()
+            .unwrap_or(&cfg.attention_head_dim);
         let r = Resolved {
-            layers: cfg.layers_per_block.resolve(n, "layers_per_block").map_err(candle_core::Error::msg)?,
-            heads: heads_cfg.resolve(n, "attention_head_dim").map_err(candle_core::Error::msg)?,
-            cross: cfg.cross_attention_dim.resolve(n, "cross_attention_dim").map_err(candle_core::Error::msg)?,
+            layers: cfg
+                .layers_per_block
+                .resolve(n, "layers_per_block")
+                .map_err(candle_core::Error::msg)?,
+            heads: heads_cfg
+                .resolve(n, "attention_head_dim")
+                .map_err(candle_core::Error::msg)?,
+            cross: cfg
+                .cross_attention_dim
+                .resolve(n, "cross_attention_dim")
+                .map_err(candle_core::Error::msg)?,
             transformer_layers: cfg
                 .transformer_layers_per_block
                 .resolve(n, "transformer_layers_per_block")
                 .map_err(candle_core::Error::msg)?,
         };
-        let gated = matches!(cfg.attention_type.as_deref(), Some("gated") | Some("gated-text-image"));
+        let gated = matches!(
+            cfg.attention_type.as_deref(),
+            Some("gated") | Some("gated-text-image")
+        );
         let groups = cfg.norm_num_groups;
         let time_dim = cfg.time_embedding_dim.unwrap_or(boc[0] * 4);
-        let conv3 = Conv2dConfig { padding: 1, ..Default::default() };
+        let conv3 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let resnet = |vb: VarBuilder, cin: usize, cout: usize| -> Result<ResnetBlock2D> {
             ResnetBlock2D::new(
                 vb,
@@ -333,20 +382,21 @@ impl UNet2DConditionModel {
                 },
             )
         };
-        let transformer = |vb: VarBuilder, channels: usize, heads: usize, layers: usize, cross: usize| {
-            Transformer2DModel::new(
-                vb,
-                Transformer2DConfig {
-                    channels,
-                    heads,
-                    layers,
-                    norm_num_groups: groups,
-                    cross_attention_dim: cross,
-                    use_linear_projection: cfg.use_linear_projection,
-                    gated,
-                },
-            )
-        };
+        let transformer =
+            |vb: VarBuilder, channels: usize, heads: usize, layers: usize, cross: usize| {
+                Transformer2DModel::new(
+                    vb,
+                    Transformer2DConfig {
+                        channels,
+                        heads,
+                        layers,
+                        norm_num_groups: groups,
+                        cross_attention_dim: cross,
+                        use_linear_projection: cfg.use_linear_projection,
+                        gated,
+                    },
+                )
+            };
 
         let conv_in = conv2d(cfg.in_channels, boc[0], 3, conv3, vb.pp("conv_in"))?;
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), boc[0], time_dim)?;
@@ -374,12 +424,23 @@ impl UNet2DConditionModel {
                 }
             }
             let downsampler = if i + 1 < n {
-                let c = Conv2dConfig { padding: cfg.downsample_padding, stride: 2, ..Default::default() };
-                Some(Downsample2D { conv: conv2d(out_ch, out_ch, 3, c, vb.pp("downsamplers.0.conv"))? })
+                let c = Conv2dConfig {
+                    padding: cfg.downsample_padding,
+                    stride: 2,
+                    ..Default::default()
+                };
+                Some(Downsample2D {
+                    conv: conv2d(out_ch, out_ch, 3, c, vb.pp("downsamplers.0.conv"))?,
+                })
             } else {
                 None
             };
-            down_blocks.push(Block { resnets, attentions, downsampler, upsampler: None });
+            down_blocks.push(Block {
+                resnets,
+                attentions,
+                downsampler,
+                upsampler: None,
+            });
         }
 
         let mid_ch = boc[n - 1];
@@ -432,17 +493,26 @@ impl UNet2DConditionModel {
                 }
             }
             let upsampler = if i + 1 < n {
-                Some(Upsample2D { conv: conv2d(out_ch, out_ch, 3, conv3, vb.pp("upsamplers.0.conv"))? })
+                Some(Upsample2D {
+                    conv: conv2d(out_ch, out_ch, 3, conv3, vb.pp("upsamplers.0.conv"))?,
+                })
             } else {
                 None
             };
-            up_blocks.push(Block { resnets, attentions, downsampler: None, upsampler });
+            up_blocks.push(Block {
+                resnets,
+                attentions,
+                downsampler: None,
+                upsampler,
+            });
         }
 
         let conv_norm_out = group_norm(groups, boc[0], cfg.norm_eps, vb.pp("conv_norm_out"))?;
         let conv_out = conv2d(boc[0], cfg.out_channels, 3, conv3, vb.pp("conv_out"))?;
         let position_net = match cfg.attention_type.as_deref() {
-            Some("gated") | Some("gated-text-image") => Some(PositionNet::new(vb.pp("position_net"), r.cross[0])?),
+            Some("gated") | Some("gated-text-image") => {
+                Some(PositionNet::new(vb.pp("position_net"), r.cross[0])?)
+            }
             _ => None,
         };
         Ok(Self {
@@ -463,13 +533,21 @@ impl UNet2DConditionModel {
     pub fn grounding_tokens(&self, input: &PositionNetInput) -> Result<Tensor> {
         match &self.position_net {
             Some(net) => net.forward(input),
-            None => candle_core::bail!("this UNet has no position net (attention_type is not gated)"),
+            None => {
+                candle_core::bail!("this UNet has no position net (attention_type is not gated)")
+            }
         }
     }
 
     /// One evaluation: `sample` `[B, in_channels, h, w]`, `context` `[B, 77, cross_dim]`; `grounding`
     /// carries the position net's tokens and the gate scale (None or scale 0: the fusers are skipped).
-    pub fn forward(&self, sample: &Tensor, timestep: f64, context: &Tensor, grounding: Option<&Grounding>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        grounding: Option<&Grounding>,
+    ) -> Result<Tensor> {
         let (b, _, _, _) = sample.dims4()?;
         let dtype = sample.dtype();
         let t_emb = timestep_embedding(
@@ -506,7 +584,9 @@ impl UNet2DConditionModel {
 
         for block in &self.up_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| candle_core::Error::msg("UNet skip connections exhausted"))?;
+                let skip = skips
+                    .pop()
+                    .ok_or_else(|| candle_core::Error::msg("UNet skip connections exhausted"))?;
                 xs = Tensor::cat(&[&xs, &skip], 1)?;
                 xs = resnet.forward(&xs, Some(&emb))?;
                 if let Some(attn) = block.attentions.get(j) {
@@ -529,5 +609,4 @@ impl UNet2DConditionModel {
         let xs = candle_nn::ops::silu(&self.conv_norm_out.forward(&xs)?)?;
         self.conv_out.forward(&xs)
     }
-
 }

@@ -3,8 +3,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
 use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D,
-    UpDecoderBlock2DConfig,
+    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
+    UpDecoderBlock2D, UpDecoderBlock2DConfig,
 };
 use serde::Deserialize;
 
@@ -116,7 +116,10 @@ fn mid_block(vb: VarBuilder, channels: usize, groups: usize) -> Result<UNetMidBl
 impl Encoder {
     fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
         let boc = &cfg.block_out_channels;
-        let conv3 = Conv2dConfig { padding: 1, ..Default::default() };
+        let conv3 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let mut down_blocks = Vec::with_capacity(boc.len());
         for (i, &out) in boc.iter().enumerate() {
             let inp = if i > 0 { boc[i - 1] } else { boc[0] };
@@ -129,7 +132,12 @@ impl Encoder {
                 downsample_padding: 0,
                 ..Default::default()
             };
-            down_blocks.push(DownEncoderBlock2D::new(vb.pp(format!("down_blocks.{i}")), inp, out, block_cfg)?);
+            down_blocks.push(DownEncoderBlock2D::new(
+                vb.pp(format!("down_blocks.{i}")),
+                inp,
+                out,
+                block_cfg,
+            )?);
         }
         let last = boc[boc.len() - 1];
         Ok(Self {
@@ -146,7 +154,9 @@ impl Encoder {
         for block in &self.down_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = self.conv_norm_out.forward(&self.mid_block.forward(&xs, None)?)?;
+        let xs = self
+            .conv_norm_out
+            .forward(&self.mid_block.forward(&xs, None)?)?;
         self.conv_out.forward(&candle_nn::ops::silu(&xs)?)
     }
 }
@@ -155,7 +165,10 @@ impl Decoder {
     fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
         let boc = &cfg.block_out_channels;
         let last = boc[boc.len() - 1];
-        let conv3 = Conv2dConfig { padding: 1, ..Default::default() };
+        let conv3 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let rev: Vec<usize> = boc.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(boc.len());
         for (i, &out) in rev.iter().enumerate() {
@@ -167,7 +180,12 @@ impl Decoder {
                 add_upsample: i + 1 < boc.len(),
                 ..Default::default()
             };
-            up_blocks.push(UpDecoderBlock2D::new(vb.pp(format!("up_blocks.{i}")), inp, out, block_cfg)?);
+            up_blocks.push(UpDecoderBlock2D::new(
+                vb.pp(format!("up_blocks.{i}")),
+                inp,
+                out,
+                block_cfg,
+            )?);
         }
         Ok(Self {
             conv_in: conv2d(cfg.latent_channels, last, 3, conv3, vb.pp("conv_in"))?,
@@ -212,8 +230,16 @@ impl AutoencoderKL {
         }
         let l = cfg.latent_channels;
         let one = Conv2dConfig::default();
-        let quant_conv = if cfg.use_quant_conv { Some(conv2d(2 * l, 2 * l, 1, one, vb.pp("quant_conv"))?) } else { None };
-        let post_quant_conv = if cfg.use_post_quant_conv { Some(conv2d(l, l, 1, one, vb.pp("post_quant_conv"))?) } else { None };
+        let quant_conv = if cfg.use_quant_conv {
+            Some(conv2d(2 * l, 2 * l, 1, one, vb.pp("quant_conv"))?)
+        } else {
+            None
+        };
+        let post_quant_conv = if cfg.use_post_quant_conv {
+            Some(conv2d(l, l, 1, one, vb.pp("post_quant_conv"))?)
+        } else {
+            None
+        };
         Ok(Self {
             encoder: Encoder::new(vb.pp("encoder"), cfg)?,
             decoder: Decoder::new(vb.pp("decoder"), cfg)?,

@@ -48,7 +48,10 @@ impl PerChannel {
         match self {
             Self::One(v) => Ok([*v; 3]),
             Self::Each(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
-            Self::Each(v) => Err(format!("expected 3 values (one per RGB channel), got {}", v.len())),
+            Self::Each(v) => Err(format!(
+                "expected 3 values (one per RGB channel), got {}",
+                v.len()
+            )),
         }
     }
 }
@@ -57,10 +60,20 @@ fn yes() -> bool {
     true
 }
 fn d_size() -> SizeSpec {
-    SizeSpec::Dict { shortest_edge: Some(224), longest_edge: None, height: None, width: None }
+    SizeSpec::Dict {
+        shortest_edge: Some(224),
+        longest_edge: None,
+        height: None,
+        width: None,
+    }
 }
 fn d_crop() -> SizeSpec {
-    SizeSpec::Dict { shortest_edge: None, longest_edge: None, height: Some(224), width: Some(224) }
+    SizeSpec::Dict {
+        shortest_edge: None,
+        longest_edge: None,
+        height: Some(224),
+        width: Some(224),
+    }
 }
 fn d_resample() -> u32 {
     3
@@ -164,8 +177,13 @@ impl ClipImageProcessorConfig {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
-        self.image_mean.values().map_err(|e| format!("image_mean: {e}"))?;
-        let std = self.image_std.values().map_err(|e| format!("image_std: {e}"))?;
+        self.image_mean
+            .values()
+            .map_err(|e| format!("image_mean: {e}"))?;
+        let std = self
+            .image_std
+            .values()
+            .map_err(|e| format!("image_std: {e}"))?;
         if self.do_normalize && std.contains(&0.0) {
             return Err("image_std has a zero".into());
         }
@@ -181,15 +199,21 @@ impl ClipImageProcessorConfig {
 
     pub fn resize_target(&self) -> std::result::Result<ResizeTarget, String> {
         match self.size {
-            SizeSpec::Int(n) | SizeSpec::Dict { shortest_edge: Some(n), longest_edge: None, .. } if n > 0 => {
-                Ok(ResizeTarget::ShortestEdge(n))
-            }
-            SizeSpec::Dict { shortest_edge: None, longest_edge: None, height: Some(height), width: Some(width) }
-                if height > 0 && width > 0 =>
-            {
-                Ok(ResizeTarget::Exact { height, width })
-            }
-            ref other => Err(format!("size {other:?} is not supported (expected shortest_edge, or height and width)")),
+            SizeSpec::Int(n)
+            | SizeSpec::Dict {
+                shortest_edge: Some(n),
+                longest_edge: None,
+                ..
+            } if n > 0 => Ok(ResizeTarget::ShortestEdge(n)),
+            SizeSpec::Dict {
+                shortest_edge: None,
+                longest_edge: None,
+                height: Some(height),
+                width: Some(width),
+            } if height > 0 && width > 0 => Ok(ResizeTarget::Exact { height, width }),
+            ref other => Err(format!(
+                "size {other:?} is not supported (expected shortest_edge, or height and width)"
+            )),
         }
     }
 
@@ -197,8 +221,14 @@ impl ClipImageProcessorConfig {
     pub fn crop_target(&self) -> std::result::Result<(usize, usize), String> {
         match self.crop_size {
             SizeSpec::Int(n) if n > 0 => Ok((n, n)),
-            SizeSpec::Dict { height: Some(h), width: Some(w), .. } if h > 0 && w > 0 => Ok((h, w)),
-            ref other => Err(format!("crop_size {other:?} is not supported (expected height and width)")),
+            SizeSpec::Dict {
+                height: Some(h),
+                width: Some(w),
+                ..
+            } if h > 0 && w > 0 => Ok((h, w)),
+            ref other => Err(format!(
+                "crop_size {other:?} is not supported (expected height and width)"
+            )),
         }
     }
 
@@ -217,11 +247,19 @@ impl ClipImageProcessorConfig {
 
     /// transformers' `get_resize_output_image_size(default_to_square=False)`: `(height, width)`
     /// with the shortest edge set to `size` and the other `int(size * long / short)` (truncated).
-    pub fn resize_output_size(&self, height: usize, width: usize) -> std::result::Result<(usize, usize), String> {
+    pub fn resize_output_size(
+        &self,
+        height: usize,
+        width: usize,
+    ) -> std::result::Result<(usize, usize), String> {
         Ok(match self.resize_target()? {
             ResizeTarget::Exact { height, width } => (height, width),
             ResizeTarget::ShortestEdge(size) => {
-                let (short, long) = if width <= height { (width, height) } else { (height, width) };
+                let (short, long) = if width <= height {
+                    (width, height)
+                } else {
+                    (height, width)
+                };
                 // Python: `int(size * long / short)`: an exact integer product, one float division.
                 let new_long = ((size * long) as f64 / short as f64) as usize;
                 if width <= height {
@@ -244,13 +282,16 @@ impl ClipImageProcessorConfig {
             img.to_rgb8()
         };
         if self.do_resize {
-            let (h, w) = self.resize_output_size(rgb.height() as usize, rgb.width() as usize).map_err(err)?;
+            let (h, w) = self
+                .resize_output_size(rgb.height() as usize, rgb.width() as usize)
+                .map_err(err)?;
             // PIL returns a copy when the size is unchanged, so no resampling happens then.
             if (h, w) != (rgb.height() as usize, rgb.width() as usize) {
                 let filter = self.filter().map_err(err)?;
                 let (sw, sh) = (rgb.width() as usize, rgb.height() as usize);
                 let data = pil_resize_rgb(rgb.as_raw(), sh, sw, h, w, filter);
-                rgb = RgbImage::from_raw(w as u32, h as u32, data).expect("resized buffer has the new size");
+                rgb = RgbImage::from_raw(w as u32, h as u32, data)
+                    .expect("resized buffer has the new size");
             }
         }
         let (mut h, mut w) = (rgb.height() as usize, rgb.width() as usize);
@@ -267,7 +308,11 @@ impl ClipImageProcessorConfig {
             for c in 0..3 {
                 // transformers: `(u8 as f64 * rescale_factor) as f32`, then `(x - mean) / std` in f32
                 // (mean and std cast to f32 first).
-                let mut v = if self.do_rescale { (px[c] as f64 * self.rescale_factor) as f32 } else { px[c] as f32 };
+                let mut v = if self.do_rescale {
+                    (px[c] as f64 * self.rescale_factor) as f32
+                } else {
+                    px[c] as f32
+                };
                 if self.do_normalize {
                     v = (v - mean[c]) / std[c];
                 }
@@ -372,7 +417,9 @@ fn pil_coeffs(in_size: usize, out_size: usize, filter: PilFilter) -> Vec<(usize,
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
             let n = xmax.saturating_sub(xmin);
-            let mut w: Vec<f64> = (0..n).map(|x| kernel((x as f64 + xmin as f64 - center + 0.5) * ss)).collect();
+            let mut w: Vec<f64> = (0..n)
+                .map(|x| kernel((x as f64 + xmin as f64 - center + 0.5) * ss))
+                .collect();
             let ww: f64 = w.iter().sum();
             if ww != 0.0 {
                 w.iter_mut().for_each(|v| *v /= ww);
@@ -380,7 +427,13 @@ fn pil_coeffs(in_size: usize, out_size: usize, filter: PilFilter) -> Vec<(usize,
             let scale_fp = (1u32 << PRECISION_BITS) as f64;
             let k = w
                 .iter()
-                .map(|&v| if v < 0.0 { (-0.5 + v * scale_fp) as i32 } else { (0.5 + v * scale_fp) as i32 })
+                .map(|&v| {
+                    if v < 0.0 {
+                        (-0.5 + v * scale_fp) as i32
+                    } else {
+                        (0.5 + v * scale_fp) as i32
+                    }
+                })
                 .collect();
             (xmin, k)
         })
@@ -396,7 +449,14 @@ fn clip8(acc: i64) -> u8 {
 /// it: the horizontal pass first, rounded to u8, then the vertical pass; an axis whose size does
 /// not change is not resampled. Nearest is Pillow's affine nearest-neighbour transform (pixel
 /// centres mapped back and truncated).
-pub fn pil_resize_rgb(src: &[u8], h: usize, w: usize, new_h: usize, new_w: usize, filter: PilFilter) -> Vec<u8> {
+pub fn pil_resize_rgb(
+    src: &[u8],
+    h: usize,
+    w: usize,
+    new_h: usize,
+    new_w: usize,
+    filter: PilFilter,
+) -> Vec<u8> {
     if filter == PilFilter::Nearest {
         let (sx, sy) = (w as f64 / new_w as f64, h as f64 / new_h as f64);
         let mut out = Vec::with_capacity(new_h * new_w * 3);

@@ -2,14 +2,15 @@
 //! guidance, scheduled sampling (α₀ and the original code's decay), per-step previews,
 //! cancellation, VAE decode.
 
+pub mod image_prep;
 pub mod preview;
 pub mod resample;
-pub mod image_prep;
 pub mod scheduler;
 
 use crate::layout::{Entity, Layout, LayoutError, ModelLimits};
 use crate::model::{
-    AutoencoderKL, ClipTextConfig, ClipTextModel, Grounding, PositionNetInput, UNet2DConditionModel, UNetConfig, VaeConfig,
+    AutoencoderKL, ClipTextConfig, ClipTextModel, Grounding, PositionNetInput,
+    UNet2DConditionModel, UNetConfig, VaeConfig,
 };
 use crate::weights::{ClipTokenizer, DiffusersFolder, ModelSource, WeightsError};
 use candle_core::{DType, Device, Tensor};
@@ -31,7 +32,10 @@ pub enum PipelineError {
     #[error("the layout does not fit this model:\n{0}")]
     Invalid(String),
     #[error("{context}: {source}")]
-    Compute { context: String, source: candle_core::Error },
+    Compute {
+        context: String,
+        source: candle_core::Error,
+    },
     #[error("generation cancelled")]
     Cancelled,
 }
@@ -42,7 +46,10 @@ trait Context<T> {
 
 impl<T> Context<T> for candle_core::Result<T> {
     fn ctx(self, context: &str) -> Result<T, PipelineError> {
-        self.map_err(|source| PipelineError::Compute { context: context.to_string(), source })
+        self.map_err(|source| PipelineError::Compute {
+            context: context.to_string(),
+            source,
+        })
     }
 }
 
@@ -78,9 +85,14 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
                 Ok(Device::Cpu)
             }
         }
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        other => match other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(i) => Device::new_cuda(i).map_err(err),
-            None => Err(format!("unknown device {other:?} (expected cpu, cuda, cuda:N, metal or auto)")),
+            None => Err(format!(
+                "unknown device {other:?} (expected cpu, cuda, cuda:N, metal or auto)"
+            )),
         },
     }
 }
@@ -90,7 +102,9 @@ pub fn parse_dtype(name: &str) -> Result<DType, String> {
         "f32" | "float32" => Ok(DType::F32),
         "f16" | "float16" | "fp16" => Ok(DType::F16),
         "bf16" | "bfloat16" => Ok(DType::BF16),
-        other => Err(format!("unknown dtype {other:?} (expected f32, f16 or bf16)")),
+        other => Err(format!(
+            "unknown dtype {other:?} (expected f32, f16 or bf16)"
+        )),
     }
 }
 
@@ -123,34 +137,59 @@ pub struct GligenModel {
 }
 
 fn build_err(component: &str) -> impl Fn(candle_core::Error) -> WeightsError + '_ {
-    move |e| WeightsError::Build { component: component.to_string(), message: e.to_string() }
+    move |e| WeightsError::Build {
+        component: component.to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl GligenModel {
-    pub fn load(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self, PipelineError> {
+    pub fn load(
+        source: &ModelSource,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, PipelineError> {
         match source {
-            ModelSource::Folder(root) => Self::load_diffusers(&DiffusersFolder::open(root)?, device, dtype),
+            ModelSource::Folder(root) => {
+                Self::load_diffusers(&DiffusersFolder::open(root)?, device, dtype)
+            }
             ModelSource::OriginalCheckpoint(path) => Self::load_original(path, device, dtype),
         }
     }
 
     /// An original GLIGEN checkpoint: networks renamed to diffusers' names, CLIP's vocabulary, and
     /// the PLMS schedule of the original sampler (the checkpoint's own betas when it has them).
-    pub fn load_original(path: &std::path::Path, device: &Device, dtype: DType) -> Result<Self, PipelineError> {
+    pub fn load_original(
+        path: &std::path::Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, PipelineError> {
         use crate::weights::original::{GroundingKind, OriginalCheckpoint};
         let ck = OriginalCheckpoint::open(path, &Device::Cpu)?;
-        if matches!(ck.grounding, GroundingKind::Other | GroundingKind::TextImageBox) {
+        if matches!(
+            ck.grounding,
+            GroundingKind::Other | GroundingKind::TextImageBox
+        ) {
             return Err(WeightsError::Config {
                 path: path.to_path_buf(),
-                message: format!("{:?} grounding checkpoints are not supported yet (text-box and keypoint are)", ck.grounding),
+                message: format!(
+                    "{:?} grounding checkpoints are not supported yet (text-box and keypoint are)",
+                    ck.grounding
+                ),
             }
             .into());
         }
         let tokenizer = ClipTokenizer::builtin()?;
-        let text_encoder = ClipTextModel::new(ck.text_encoder.into_var_builder(dtype, device), &ck.clip_config)
-            .map_err(build_err("text encoder"))?;
-        let unet = UNet2DConditionModel::new(ck.unet.into_var_builder(dtype, device), &ck.unet_config).map_err(build_err("UNet"))?;
-        let vae = AutoencoderKL::new(ck.vae.into_var_builder(dtype, device), &ck.vae_config).map_err(build_err("VAE"))?;
+        let text_encoder = ClipTextModel::new(
+            ck.text_encoder.into_var_builder(dtype, device),
+            &ck.clip_config,
+        )
+        .map_err(build_err("text encoder"))?;
+        let unet =
+            UNet2DConditionModel::new(ck.unet.into_var_builder(dtype, device), &ck.unet_config)
+                .map_err(build_err("UNet"))?;
+        let vae = AutoencoderKL::new(ck.vae.into_var_builder(dtype, device), &ck.vae_config)
+            .map_err(build_err("VAE"))?;
         let mut sched = SchedulerConfig::stable_diffusion_v1();
         sched.trained_betas = ck.betas;
         // The original samplers' timesteps: `range(0, 1000, 1000 // steps) + 1`.
@@ -181,21 +220,37 @@ impl GligenModel {
         if own.scheduler_type() == Some(kind) {
             Ok(own)
         } else {
-            Ok(SchedulerConfig::from_json_str_for(&self.scheduler_json, kind)?)
+            Ok(SchedulerConfig::from_json_str_for(
+                &self.scheduler_json,
+                kind,
+            )?)
         }
     }
 
-    pub fn load_diffusers(folder: &DiffusersFolder, device: &Device, dtype: DType) -> Result<Self, PipelineError> {
+    pub fn load_diffusers(
+        folder: &DiffusersFolder,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, PipelineError> {
         let tokenizer = folder.tokenizer()?;
 
         let clip_cfg: ClipTextConfig = folder.config("text_encoder")?;
-        let vb = folder.weights("text_encoder")?.into_var_builder(dtype, device);
+        let vb = folder
+            .weights("text_encoder")?
+            .into_var_builder(dtype, device);
         // transformers 4 wrote `text_model.*` keys; transformers 5 writes them without the prefix.
-        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") { vb.pp("text_model") } else { vb };
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb
+        };
         let text_encoder = ClipTextModel::new(vb, &clip_cfg).map_err(build_err("text encoder"))?;
 
         let unet_cfg: UNetConfig = folder.config("unet")?;
-        if !matches!(unet_cfg.attention_type.as_deref(), Some("gated") | Some("gated-text-image")) {
+        if !matches!(
+            unet_cfg.attention_type.as_deref(),
+            Some("gated") | Some("gated-text-image")
+        ) {
             return Err(WeightsError::Config {
                 path: folder.root.join("unet/config.json"),
                 message: "attention_type is not \"gated\": this is not a GLIGEN UNet".into(),
@@ -209,24 +264,48 @@ impl GligenModel {
         let vb = folder.weights("vae")?.into_var_builder(dtype, device);
         let vae = AutoencoderKL::new(vb, &vae_cfg).map_err(build_err("VAE"))?;
 
-        let image_grounding = if folder.root.join("image_encoder").join("config.json").is_file() {
-            use crate::model::clip_vision::{ClipVisionConfig, ClipVisionModelWithProjection, ImageProjection};
+        let image_grounding = if folder
+            .root
+            .join("image_encoder")
+            .join("config.json")
+            .is_file()
+        {
+            use crate::model::clip_vision::{
+                ClipVisionConfig, ClipVisionModelWithProjection, ImageProjection,
+            };
             let cfg: ClipVisionConfig = folder.config("image_encoder")?;
-            let vb = folder.weights("image_encoder")?.into_var_builder(dtype, device);
-            let encoder = ClipVisionModelWithProjection::new(vb, &cfg).map_err(build_err("image encoder"))?;
-            let vb = folder.weights("image_project")?.into_var_builder(dtype, device);
-            let project = ImageProjection::from_weights(vb).map_err(build_err("image projection"))?;
-            let processor = image_prep::ClipImageProcessorConfig::from_folder(&folder.root.join("processor"))?;
-            Some(ImageGrounding { encoder, project, processor })
+            let vb = folder
+                .weights("image_encoder")?
+                .into_var_builder(dtype, device);
+            let encoder =
+                ClipVisionModelWithProjection::new(vb, &cfg).map_err(build_err("image encoder"))?;
+            let vb = folder
+                .weights("image_project")?
+                .into_var_builder(dtype, device);
+            let project =
+                ImageProjection::from_weights(vb).map_err(build_err("image projection"))?;
+            let processor =
+                image_prep::ClipImageProcessorConfig::from_folder(&folder.root.join("processor"))?;
+            Some(ImageGrounding {
+                encoder,
+                project,
+                processor,
+            })
         } else {
             None
         };
 
         let sched_path = folder.root.join("scheduler").join("scheduler_config.json");
         let scheduler_json =
-            std::fs::read_to_string(&sched_path).map_err(|source| WeightsError::Io { path: sched_path.clone(), source })?;
+            std::fs::read_to_string(&sched_path).map_err(|source| WeightsError::Io {
+                path: sched_path.clone(),
+                source,
+            })?;
         let default_scheduler = SchedulerConfig::from_json_str(&scheduler_json)
-            .map_err(|e| WeightsError::Config { path: sched_path.clone(), message: e.to_string() })?
+            .map_err(|e| WeightsError::Config {
+                path: sched_path.clone(),
+                message: e.to_string(),
+            })?
             .scheduler_type()
             .unwrap_or(SchedulerType::Pndm);
         Ok(Self {
@@ -252,11 +331,28 @@ impl GligenModel {
         ModelLimits {
             vae_scale_factor: self.vae_scale_factor(),
             max_grounding_slots: MAX_GROUNDING_SLOTS,
-            supports_text_boxes: self.unet.position_net.as_ref().is_some_and(|p| !p.is_keypoint()),
-            supports_image_boxes: self.unet.position_net.as_ref().is_some_and(|p| p.is_text_image())
+            supports_text_boxes: self
+                .unet
+                .position_net
+                .as_ref()
+                .is_some_and(|p| !p.is_keypoint()),
+            supports_image_boxes: self
+                .unet
+                .position_net
+                .as_ref()
+                .is_some_and(|p| p.is_text_image())
                 && self.image_grounding.is_some(),
-            supports_keypoints: self.unet.position_net.as_ref().is_some_and(|p| p.is_keypoint()),
-            max_people: self.unet.position_net.as_ref().and_then(|p| p.max_persons()).unwrap_or(8),
+            supports_keypoints: self
+                .unet
+                .position_net
+                .as_ref()
+                .is_some_and(|p| p.is_keypoint()),
+            max_people: self
+                .unet
+                .position_net
+                .as_ref()
+                .and_then(|p| p.max_persons())
+                .unwrap_or(8),
             supports_inpainting: self.unet.config.in_channels == 2 * self.latent_channels() + 1,
             ..ModelLimits::default()
         }
@@ -268,7 +364,12 @@ impl GligenModel {
 
     /// Prompt embeddings `[1, 77, C]` (padded with the tokenizer's padding token, truncated with a
     /// warning).
-    pub fn encode_prompt(&self, text: &str, what: &str, warnings: &mut Vec<String>) -> Result<Tensor, PipelineError> {
+    pub fn encode_prompt(
+        &self,
+        text: &str,
+        what: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Tensor, PipelineError> {
         let tok = self.tokenizer.encode(text, true)?;
         if tok.truncated_tokens > 0 {
             let msg = format!(
@@ -282,17 +383,26 @@ impl GligenModel {
         }
         let n = tok.ids.len();
         let ids = Tensor::from_vec(tok.ids, (1, n), &self.device).ctx("prompt tokens")?;
-        let out = self.text_encoder.forward(&ids, self.tokenizer.eos_id).ctx("text encoder")?;
+        let out = self
+            .text_encoder
+            .forward(&ids, self.tokenizer.eos_id)
+            .ctx("text encoder")?;
         Ok(out.last_hidden_state)
     }
 
     /// Pooled phrase embeddings `[P, C]`: the hidden state at each phrase's end token.
-    pub fn encode_phrases(&self, phrases: &[&str], warnings: &mut Vec<String>) -> Result<Tensor, PipelineError> {
+    pub fn encode_phrases(
+        &self,
+        phrases: &[&str],
+        warnings: &mut Vec<String>,
+    ) -> Result<Tensor, PipelineError> {
         let mut seqs = Vec::with_capacity(phrases.len());
         for (i, p) in phrases.iter().enumerate() {
             let tok = self.tokenizer.encode(p, false)?;
             if tok.truncated_tokens > 0 {
-                let msg = format!("phrase {i} ({p:?}) is longer than the text encoder's window; it was truncated");
+                let msg = format!(
+                    "phrase {i} ({p:?}) is longer than the text encoder's window; it was truncated"
+                );
                 tracing::warn!("{msg}");
                 warnings.push(msg);
             }
@@ -302,10 +412,18 @@ impl GligenModel {
         let mut flat = Vec::with_capacity(seqs.len() * longest);
         for s in &seqs {
             flat.extend_from_slice(s);
-            flat.extend(std::iter::repeat_n(self.tokenizer.pad_id, longest - s.len()));
+            flat.extend(std::iter::repeat_n(
+                self.tokenizer.pad_id,
+                longest - s.len(),
+            ));
         }
-        let ids = Tensor::from_vec(flat, (seqs.len(), longest), &self.device).ctx("phrase tokens")?;
-        Ok(self.text_encoder.forward(&ids, self.tokenizer.eos_id).ctx("phrase encoding")?.pooler_output)
+        let ids =
+            Tensor::from_vec(flat, (seqs.len(), longest), &self.device).ctx("phrase tokens")?;
+        Ok(self
+            .text_encoder
+            .forward(&ids, self.tokenizer.eos_id)
+            .ctx("phrase encoding")?
+            .pooler_output)
     }
 }
 
@@ -364,14 +482,20 @@ impl RecordedNoise {
     /// Reads tensors `vae_noise` and `step_noise` from a safetensors file.
     pub fn load(path: &std::path::Path) -> Result<Self, PipelineError> {
         let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            PipelineError::Invalid(format!("{}: not a readable safetensors file: {e}", path.display()))
+            PipelineError::Invalid(format!(
+                "{}: not a readable safetensors file: {e}",
+                path.display()
+            ))
         })?;
         let get = |name: &str| {
             tensors.get(name).cloned().ok_or_else(|| {
                 PipelineError::Invalid(format!("{}: no tensor named `{name}`", path.display()))
             })
         };
-        Ok(Self { vae_noise: get("vae_noise")?, step_noise: get("step_noise")? })
+        Ok(Self {
+            vae_noise: get("vae_noise")?,
+            step_noise: get("step_noise")?,
+        })
     }
 }
 
@@ -409,12 +533,18 @@ pub struct Generated {
 
 /// Standard-normal noise from a seeded generator on the CPU, so a seed gives the same picture on
 /// every device.
-pub fn seeded_noise(seed: u64, shape: (usize, usize, usize, usize), device: &Device) -> candle_core::Result<Tensor> {
+pub fn seeded_noise(
+    seed: u64,
+    shape: (usize, usize, usize, usize),
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     use rand::SeedableRng;
     use rand_distr::Distribution;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = shape.0 * shape.1 * shape.2 * shape.3;
-    let data: Vec<f32> = (0..n).map(|_| rand_distr::StandardNormal.sample(&mut rng)).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+        .collect();
     Tensor::from_vec(data, shape, device)
 }
 
@@ -432,10 +562,14 @@ impl GligenModel {
             return Ok(None);
         };
         if net.is_keypoint() {
-            return self.keypoint_input(layout, cfg, net.max_persons().unwrap_or(8)).map(Some);
+            return self
+                .keypoint_input(layout, cfg, net.max_persons().unwrap_or(8))
+                .map(Some);
         }
         if net.is_text_image() {
-            return self.text_image_input(layout, cfg, base_dir, net.positive_len, warnings).map(Some);
+            return self
+                .text_image_input(layout, cfg, base_dir, net.positive_len, warnings)
+                .map(Some);
         }
         let mut phrases = Vec::new();
         let mut boxes = Vec::new();
@@ -445,7 +579,12 @@ impl GligenModel {
                 boxes.push(bbox.map(|v| v as f32));
             }
         }
-        let dim = self.unet.position_net.as_ref().map(|p| p.positive_len).unwrap_or(0);
+        let dim = self
+            .unet
+            .position_net
+            .as_ref()
+            .map(|p| p.positive_len)
+            .unwrap_or(0);
         let n = boxes.len();
         let mut box_data = vec![0f32; MAX_GROUNDING_SLOTS * 4];
         let mut mask = vec![0f32; MAX_GROUNDING_SLOTS];
@@ -455,8 +594,12 @@ impl GligenModel {
         }
         let dev = &self.device;
         let emb = if n > 0 {
-            let e = self.encode_phrases(&phrases, warnings)?.to_dtype(DType::F32).ctx("phrase embeddings")?;
-            let pad = Tensor::zeros((MAX_GROUNDING_SLOTS - n, dim), DType::F32, dev).ctx("phrase padding")?;
+            let e = self
+                .encode_phrases(&phrases, warnings)?
+                .to_dtype(DType::F32)
+                .ctx("phrase embeddings")?;
+            let pad = Tensor::zeros((MAX_GROUNDING_SLOTS - n, dim), DType::F32, dev)
+                .ctx("phrase padding")?;
             Tensor::cat(&[&e, &pad], 0).ctx("phrase embeddings")?
         } else {
             Tensor::zeros((MAX_GROUNDING_SLOTS, dim), DType::F32, dev).ctx("phrase embeddings")?
@@ -488,11 +631,20 @@ impl GligenModel {
     /// [`IMAGE_FEATURE_NORM`].
     fn image_feature(&self, img: &image::DynamicImage) -> Result<Tensor, PipelineError> {
         let g = self.image_grounding.as_ref().ok_or_else(|| {
-            PipelineError::Invalid("this model has no image encoder, so it cannot take image boxes".into())
+            PipelineError::Invalid(
+                "this model has no image encoder, so it cannot take image boxes".into(),
+            )
         })?;
-        let pixels = g.processor.preprocess(img, &self.device).ctx("image preprocessing")?;
-        let embeds = g.encoder.forward(&pixels.to_dtype(self.dtype).ctx("image encoder")?).ctx("image encoder")?;
-        crate::model::clip_vision::grounding_image_feature(&embeds, &g.project, IMAGE_FEATURE_NORM).ctx("image projection")
+        let pixels = g
+            .processor
+            .preprocess(img, &self.device)
+            .ctx("image preprocessing")?;
+        let embeds = g
+            .encoder
+            .forward(&pixels.to_dtype(self.dtype).ctx("image encoder")?)
+            .ctx("image encoder")?;
+        crate::model::clip_vision::grounding_image_feature(&embeds, &g.project, IMAGE_FEATURE_NORM)
+            .ctx("image projection")
     }
 
     /// Text-image grounding (diffusers' `gated-text-image`): one slot per text box, image box or
@@ -536,13 +688,18 @@ impl GligenModel {
         }
         if !phrases.is_empty() {
             let texts: Vec<&str> = phrases.iter().map(|(_, p)| *p).collect();
-            let emb = self.encode_phrases(&texts, warnings)?.to_dtype(DType::F32).ctx("phrase embeddings")?;
+            let emb = self
+                .encode_phrases(&texts, warnings)?
+                .to_dtype(DType::F32)
+                .ctx("phrase embeddings")?;
             for (row, (slot, _)) in phrases.iter().enumerate() {
                 phrase_rows[*slot] = emb.get(row).ctx("phrase embeddings")?;
             }
         }
         let stack = |rows: &[Tensor]| -> Result<Tensor, PipelineError> {
-            Tensor::stack(rows, 0).and_then(|t| t.unsqueeze(0)).ctx("grounding")
+            Tensor::stack(rows, 0)
+                .and_then(|t| t.unsqueeze(0))
+                .ctx("grounding")
         };
         let row = |v: Vec<f32>| Tensor::from_vec(v, (1, n), dev).ctx("grounding");
         let mut input = PositionNetInput {
@@ -562,18 +719,38 @@ impl GligenModel {
                 boxes: double(&input.boxes)?,
                 masks: with_zero_first(&input.masks)?,
                 phrase_embeddings: double(&input.phrase_embeddings)?,
-                phrase_masks: input.phrase_masks.as_ref().map(with_zero_first).transpose()?,
-                image_masks: input.image_masks.as_ref().map(with_zero_first).transpose()?,
+                phrase_masks: input
+                    .phrase_masks
+                    .as_ref()
+                    .map(with_zero_first)
+                    .transpose()?,
+                image_masks: input
+                    .image_masks
+                    .as_ref()
+                    .map(with_zero_first)
+                    .transpose()?,
                 image_embeddings: input.image_embeddings.as_ref().map(double).transpose()?,
             };
         }
-        input.phrase_embeddings = input.phrase_embeddings.to_dtype(self.dtype).ctx("grounding")?;
-        input.image_embeddings = input.image_embeddings.map(|t| t.to_dtype(self.dtype)).transpose().ctx("grounding")?;
+        input.phrase_embeddings = input
+            .phrase_embeddings
+            .to_dtype(self.dtype)
+            .ctx("grounding")?;
+        input.image_embeddings = input
+            .image_embeddings
+            .map(|t| t.to_dtype(self.dtype))
+            .transpose()
+            .ctx("grounding")?;
         Ok(input)
     }
 
     /// Keypoint grounding: `[persons·17, 2]` points in COCO order, mask 1 where a point is given.
-    fn keypoint_input(&self, layout: &Layout, cfg: bool, persons: usize) -> Result<PositionNetInput, PipelineError> {
+    fn keypoint_input(
+        &self,
+        layout: &Layout,
+        cfg: bool,
+        persons: usize,
+    ) -> Result<PositionNetInput, PipelineError> {
         use crate::model::position_net::KEYPOINTS_PER_PERSON;
         let n = persons * KEYPOINTS_PER_PERSON;
         let mut points = vec![0f32; n * 2];
@@ -598,7 +775,8 @@ impl GligenModel {
         let (points, masks) = if cfg {
             (
                 Tensor::cat(&[&points, &points], 0).ctx("keypoints")?,
-                Tensor::cat(&[&masks.zeros_like().ctx("keypoint masks")?, &masks], 0).ctx("keypoint masks")?,
+                Tensor::cat(&[&masks.zeros_like().ctx("keypoint masks")?, &masks], 0)
+                    .ctx("keypoint masks")?,
             )
         } else {
             (points, masks)
@@ -624,13 +802,20 @@ impl GligenModel {
         on_step: &mut dyn FnMut(&StepUpdate),
         cancel: &CancelToken,
     ) -> Result<Generated, PipelineError> {
-        let inputs = GenerateInputs { init_latents: init_latents.cloned(), ..Default::default() };
+        let inputs = GenerateInputs {
+            init_latents: init_latents.cloned(),
+            ..Default::default()
+        };
         self.generate_with(layout, options, &inputs, on_step, cancel)
     }
 
     /// The picture to inpaint, cropped to the canvas's aspect ratio and resized to it (Lanczos, as
     /// diffusers does with PIL), as `[1, 3, H, W]` in [-1, 1].
-    fn inpaint_pixels(&self, layout: &Layout, base_dir: Option<&std::path::Path>) -> Result<Option<Tensor>, PipelineError> {
+    fn inpaint_pixels(
+        &self,
+        layout: &Layout,
+        base_dir: Option<&std::path::Path>,
+    ) -> Result<Option<Tensor>, PipelineError> {
         let Some(img) = layout.inpaint_image(base_dir)? else {
             return Ok(None);
         };
@@ -647,10 +832,20 @@ impl GligenModel {
                 (iw, ((iw as u64 * h as u64) / w as u64) as u32)
             };
             let (iw, ih, cw, ch) = (iw as f64, ih as f64, cw as f64, ch as f64);
-            let cropped = resample::pil_crop(&rgb, (iw - cw) / 2.0, (ih - ch) / 2.0, (iw + cw) / 2.0, (ih + ch) / 2.0);
+            let cropped = resample::pil_crop(
+                &rgb,
+                (iw - cw) / 2.0,
+                (ih - ch) / 2.0,
+                (iw + cw) / 2.0,
+                (ih + ch) / 2.0,
+            );
             resample::pil_resize(&cropped, w, h, resample::PilFilter::Lanczos)
         };
-        let data: Vec<f32> = rgb.as_raw().iter().map(|&v| 2.0 * (v as f32 / 255.0) - 1.0).collect();
+        let data: Vec<f32> = rgb
+            .as_raw()
+            .iter()
+            .map(|&v| 2.0 * (v as f32 / 255.0) - 1.0)
+            .collect();
         let t = Tensor::from_vec(data, (1, h as usize, w as usize, 3), &self.device)
             .and_then(|t| t.permute((0, 3, 1, 2)))
             .and_then(|t| t.contiguous())
@@ -689,7 +884,9 @@ impl GligenModel {
                 "this is a grounded-inpainting model: the layout needs an `inpaint` image (the boxes mark what is regenerated)".into(),
             ));
         }
-        layout.validate_for(&self.limits()).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        layout
+            .validate_for(&self.limits())
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
         let mut warnings = Vec::new();
         let dev = &self.device;
         let f = self.vae_scale_factor();
@@ -699,18 +896,24 @@ impl GligenModel {
         let cfg = options.guidance_scale > 1.0;
         let cond = self.encode_prompt(&layout.prompt, "prompt", &mut warnings)?;
         let context = if cfg {
-            let uncond = self.encode_prompt(&layout.negative_prompt, "negative prompt", &mut warnings)?;
+            let uncond =
+                self.encode_prompt(&layout.negative_prompt, "negative prompt", &mut warnings)?;
             Tensor::cat(&[&uncond, &cond], 0).ctx("prompt embeddings")?
         } else {
             cond
         };
-        let grounding_input = self.grounding_input(layout, cfg, inputs.base_dir.as_deref(), &mut warnings)?;
+        let grounding_input =
+            self.grounding_input(layout, cfg, inputs.base_dir.as_deref(), &mut warnings)?;
         let objs = match &grounding_input {
             Some(input) => Some(self.unet.grounding_tokens(input).ctx("position net")?),
             None => None,
         };
 
-        let mut scheduler = build_scheduler(&self.scheduler_config(options.scheduler)?, options.scheduler, options.steps)?;
+        let mut scheduler = build_scheduler(
+            &self.scheduler_config(options.scheduler)?,
+            options.scheduler,
+            options.steps,
+        )?;
         let mut latents = match init_latents {
             Some(t) => {
                 if t.dims() != [shape.0, shape.1, shape.2, shape.3] {
@@ -724,7 +927,10 @@ impl GligenModel {
                         shape.3
                     )));
                 }
-                t.to_device(dev).ctx("initial latents")?.to_dtype(DType::F32).ctx("initial latents")?
+                t.to_device(dev)
+                    .ctx("initial latents")?
+                    .to_dtype(DType::F32)
+                    .ctx("initial latents")?
             }
             None => seeded_noise(options.seed, shape, dev).ctx("initial noise")?,
         };
@@ -734,7 +940,10 @@ impl GligenModel {
         // `[z0 · mask, mask]`.
         let inpaint = match self.inpaint_pixels(layout, inputs.base_dir.as_deref())? {
             Some(pixels) => {
-                let posterior = self.vae.encode(&pixels.to_dtype(self.dtype).ctx("VAE encode")?).ctx("VAE encode")?;
+                let posterior = self
+                    .vae
+                    .encode(&pixels.to_dtype(self.dtype).ctx("VAE encode")?)
+                    .ctx("VAE encode")?;
                 let mean = posterior.mean.to_dtype(DType::F32).ctx("VAE encode")?;
                 let noise = match &inputs.noise {
                     Some(n) => {
@@ -747,16 +956,28 @@ impl GligenModel {
                         }
                         n.vae_noise.to_device(dev).ctx("vae noise")?
                     }
-                    None => seeded_noise(options.seed.wrapping_add(1), mean.dims4().ctx("VAE encode")?, dev).ctx("vae noise")?,
+                    None => seeded_noise(
+                        options.seed.wrapping_add(1),
+                        mean.dims4().ctx("VAE encode")?,
+                        dev,
+                    )
+                    .ctx("vae noise")?,
                 };
-                let z0 = crate::model::vae::LatentPosterior { mean, std: posterior.std.to_dtype(DType::F32).ctx("VAE encode")? }
-                    .sample_with(&noise)
-                    .ctx("VAE encode")?;
+                let z0 = crate::model::vae::LatentPosterior {
+                    mean,
+                    std: posterior.std.to_dtype(DType::F32).ctx("VAE encode")?,
+                }
+                .sample_with(&noise)
+                .ctx("VAE encode")?;
                 let z0 = (z0 * self.vae.config.scaling_factor).ctx("VAE encode")?;
                 let mask = self.inpaint_mask(layout, h, w)?;
                 let masked = z0.broadcast_mul(&mask).ctx("inpaint mask")?;
                 let addition = Tensor::cat(&[&masked, &mask], 1).ctx("inpaint mask")?;
-                let addition = if cfg { Tensor::cat(&[&addition, &addition], 0).ctx("inpaint mask")? } else { addition };
+                let addition = if cfg {
+                    Tensor::cat(&[&addition, &addition], 0).ctx("inpaint mask")?
+                } else {
+                    addition
+                };
                 Some((z0, mask, addition))
             }
             None => None,
@@ -769,7 +990,8 @@ impl GligenModel {
         // The scheduler may run more steps than asked (LDM-uniform spacing), and the original code
         // lays its grounding schedule over the steps it runs.
         let total_steps = scheduler.num_inference_steps();
-        let gates = crate::layout::grounding_alphas(options.alpha0, options.alpha_decay, total_steps);
+        let gates =
+            crate::layout::grounding_alphas(options.alpha0, options.alpha_decay, total_steps);
         let timesteps = scheduler.timesteps().to_vec();
         // The timestep a sampling step starts from (PLMS's first step evaluates at two).
         let mut step_timestep = None;
@@ -790,38 +1012,61 @@ impl GligenModel {
                                 "recorded step_noise has {k} draws; evaluation {i} needs one more"
                             )));
                         }
-                        n.step_noise.get(i).ctx("step noise")?.to_device(dev).ctx("step noise")?
+                        n.step_noise
+                            .get(i)
+                            .ctx("step noise")?
+                            .to_device(dev)
+                            .ctx("step noise")?
                     }
                     None => {
                         use rand_distr::Distribution;
                         let n = z0.elem_count();
-                        let data: Vec<f32> = (0..n).map(|_| rand_distr::StandardNormal.sample(&mut step_rng)).collect();
+                        let data: Vec<f32> = (0..n)
+                            .map(|_| rand_distr::StandardNormal.sample(&mut step_rng))
+                            .collect();
                         Tensor::from_vec(data, z0.shape(), dev).ctx("step noise")?
                     }
                 };
-                let noised = scheduler.add_noise(z0, &noise.reshape(z0.shape()).ctx(&ctx)?, t).ctx(&ctx)?;
+                let noised = scheduler
+                    .add_noise(z0, &noise.reshape(z0.shape()).ctx(&ctx)?, t)
+                    .ctx(&ctx)?;
                 let keep = noised.broadcast_mul(mask).ctx(&ctx)?;
-                let generate = latents.broadcast_mul(&mask.affine(-1.0, 1.0).ctx(&ctx)?).ctx(&ctx)?;
+                let generate = latents
+                    .broadcast_mul(&mask.affine(-1.0, 1.0).ctx(&ctx)?)
+                    .ctx(&ctx)?;
                 latents = (keep + generate).ctx(&ctx)?;
             }
-            let input = if cfg { Tensor::cat(&[&latents, &latents], 0).ctx(&ctx)? } else { latents.clone() };
+            let input = if cfg {
+                Tensor::cat(&[&latents, &latents], 0).ctx(&ctx)?
+            } else {
+                latents.clone()
+            };
             let input = scheduler.scale_model_input(input, t).ctx(&ctx)?;
             let input = match &inpaint {
                 Some((_, _, addition)) => Tensor::cat(&[&input, addition], 1).ctx(&ctx)?,
                 None => input,
             };
             let input = input.to_dtype(self.dtype).ctx(&ctx)?;
-            let grounding = objs.as_ref().map(|o| Grounding { objs: o.clone(), gate_scale: gate as f64 });
-            let noise = self.unet.forward(&input, t as f64, &context, grounding.as_ref()).ctx(&ctx)?;
+            let grounding = objs.as_ref().map(|o| Grounding {
+                objs: o.clone(),
+                gate_scale: gate as f64,
+            });
+            let noise = self
+                .unet
+                .forward(&input, t as f64, &context, grounding.as_ref())
+                .ctx(&ctx)?;
             let noise = noise.to_dtype(DType::F32).ctx(&ctx)?;
             let noise = if cfg {
                 let uncond = noise.get(0).ctx(&ctx)?.unsqueeze(0).ctx(&ctx)?;
                 let text = noise.get(1).ctx(&ctx)?.unsqueeze(0).ctx(&ctx)?;
-                (&uncond + ((&text - &uncond).ctx(&ctx)? * options.guidance_scale).ctx(&ctx)?).ctx(&ctx)?
+                (&uncond + ((&text - &uncond).ctx(&ctx)? * options.guidance_scale).ctx(&ctx)?)
+                    .ctx(&ctx)?
             } else {
                 noise
             };
-            let pred_x0 = scheduler.pred_original_sample(&noise, t, &latents).ctx(&ctx)?;
+            let pred_x0 = scheduler
+                .pred_original_sample(&noise, t, &latents)
+                .ctx(&ctx)?;
             latents = scheduler.step(&noise, t, &latents).ctx(&ctx)?;
             let last_of_step = i + 1 == timesteps.len() || scheduler.sampling_step(i + 1) != step;
             if last_of_step {
@@ -840,11 +1085,19 @@ impl GligenModel {
             return Err(PipelineError::Cancelled);
         }
         let image = if options.decode {
-            let decoded = self.vae.decode(&latents.to_dtype(self.dtype).ctx("VAE decode")?).ctx("VAE decode")?;
+            let decoded = self
+                .vae
+                .decode(&latents.to_dtype(self.dtype).ctx("VAE decode")?)
+                .ctx("VAE decode")?;
             Some(preview::image_to_rgb8(&decoded).ctx("VAE decode")?)
         } else {
             None
         };
-        Ok(Generated { latents, image, seed: options.seed, warnings })
+        Ok(Generated {
+            latents,
+            image,
+            seed: options.seed,
+            warnings,
+        })
     }
 }

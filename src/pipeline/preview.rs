@@ -24,7 +24,11 @@ pub fn latents_to_rgb(latents: &Tensor) -> Result<RgbImage> {
     if c < 4 {
         candle_core::bail!("latent preview needs 4 channels, got {c}");
     }
-    let data = lat.narrow(0, 0, 4)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let data = lat
+        .narrow(0, 0, 4)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let plane = h * w;
     let mut img = RgbImage::new(w as u32, h as u32);
     for y in 0..h {

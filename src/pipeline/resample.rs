@@ -13,7 +13,14 @@ pub fn pil_resize(img: &RgbImage, width: u32, height: u32, filter: PilFilter) ->
         return img.clone();
     }
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let data = super::image_prep::pil_resize_rgb(img.as_raw(), h, w, height as usize, width as usize, filter);
+    let data = super::image_prep::pil_resize_rgb(
+        img.as_raw(),
+        h,
+        w,
+        height as usize,
+        width as usize,
+        filter,
+    );
     RgbImage::from_raw(width, height, data).unwrap_or_else(|| img.clone())
 }
 

@@ -37,14 +37,20 @@ pub fn entries() -> Vec<CatalogueEntry> {
 /// By catalogue name, or by hub repo id when the catalogue lists that repo.
 pub fn find(name: &str) -> Option<CatalogueEntry> {
     let all = entries();
-    all.iter().find(|e| e.name == name).or_else(|| all.iter().find(|e| e.repo == name)).cloned()
+    all.iter()
+        .find(|e| e.name == name)
+        .or_else(|| all.iter().find(|e| e.repo == name))
+        .cloned()
 }
 
 fn api(progress: bool) -> Result<hf_hub::api::sync::Api, WeightsError> {
     hf_hub::api::sync::ApiBuilder::from_env()
         .with_progress(progress)
         .build()
-        .map_err(|e| WeightsError::Download { repo: "(hub)".into(), message: e.to_string() })
+        .map_err(|e| WeightsError::Download {
+            repo: "(hub)".into(),
+            message: e.to_string(),
+        })
 }
 
 pub fn fetch(entry: &CatalogueEntry, progress: bool) -> Result<ModelSource, WeightsError> {
@@ -56,10 +62,15 @@ pub fn fetch(entry: &CatalogueEntry, progress: bool) -> Result<ModelSource, Weig
                 hf_hub::RepoType::Model,
                 entry.revision.clone(),
             ));
-            let file = entry.files.first().cloned().unwrap_or_else(|| "diffusion_pytorch_model.bin".into());
-            let path = repo
-                .get(&file)
-                .map_err(|e| WeightsError::Download { repo: entry.repo.clone(), message: format!("{file}: {e}") })?;
+            let file = entry
+                .files
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "diffusion_pytorch_model.bin".into());
+            let path = repo.get(&file).map_err(|e| WeightsError::Download {
+                repo: entry.repo.clone(),
+                message: format!("{file}: {e}"),
+            })?;
             Ok(ModelSource::OriginalCheckpoint(path))
         }
     }
@@ -81,22 +92,45 @@ pub fn files_to_fetch(siblings: &[String]) -> Vec<String> {
             out.push(s.clone());
         }
     }
-    for component in ["unet", "text_encoder", "vae", "image_encoder", "image_project"] {
-        if let Some(file) = weight_candidates(component).iter().map(|c| format!("{component}/{c}")).find(|p| set.contains(p.as_str())) {
+    for component in [
+        "unet",
+        "text_encoder",
+        "vae",
+        "image_encoder",
+        "image_project",
+    ] {
+        if let Some(file) = weight_candidates(component)
+            .iter()
+            .map(|c| format!("{component}/{c}"))
+            .find(|p| set.contains(p.as_str()))
+        {
             out.push(file);
         }
     }
     out
 }
 
-pub fn fetch_repo(repo_id: &str, revision: &str, progress: bool) -> Result<ModelSource, WeightsError> {
-    let err = |message: String| WeightsError::Download { repo: repo_id.to_string(), message };
-    let repo = api(progress)?.repo(hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string()));
+pub fn fetch_repo(
+    repo_id: &str,
+    revision: &str,
+    progress: bool,
+) -> Result<ModelSource, WeightsError> {
+    let err = |message: String| WeightsError::Download {
+        repo: repo_id.to_string(),
+        message,
+    };
+    let repo = api(progress)?.repo(hf_hub::Repo::with_revision(
+        repo_id.to_string(),
+        hf_hub::RepoType::Model,
+        revision.to_string(),
+    ));
     let info = repo.info().map_err(|e| err(e.to_string()))?;
     let siblings: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let files = files_to_fetch(&siblings);
     if !files.iter().any(|f| f == "unet/config.json") {
-        return Err(err("the repository has no unet/config.json: not a diffusers GLIGEN pipeline".into()));
+        return Err(err(
+            "the repository has no unet/config.json: not a diffusers GLIGEN pipeline".into(),
+        ));
     }
     let mut unet_config = None;
     for file in &files {
@@ -118,10 +152,14 @@ mod tests {
 
     #[test]
     fn catalogue_parses_and_names_are_unique() {
-        let parsed: Vec<CatalogueEntry> = serde_json::from_str(CATALOGUE_JSON).expect("catalogue parses");
+        let parsed: Vec<CatalogueEntry> =
+            serde_json::from_str(CATALOGUE_JSON).expect("catalogue parses");
         let names: BTreeSet<&str> = parsed.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names.len(), parsed.len());
-        assert!(parsed.iter().any(|e| e.repo == "masterful/gligen-1-4-generation-text-box" && e.revision == "refs/pr/2"));
+        assert!(parsed
+            .iter()
+            .any(|e| e.repo == "masterful/gligen-1-4-generation-text-box"
+                && e.revision == "refs/pr/2"));
         assert!(parsed.iter().any(|e| e.repo == "anhnct/Gligen_Text_Image"));
     }
 

@@ -20,7 +20,10 @@ pub use tokenizer::{ClipTokenizer, TokenizedPrompt};
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a model folder: {message}")]
     NotAModel { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -30,7 +33,11 @@ pub enum WeightsError {
     #[error("{path}: cannot read weights: {message}")]
     Unreadable { path: PathBuf, message: String },
     #[error("{folder}: no weights for {component} (looked for {looked_for})")]
-    MissingWeights { folder: PathBuf, component: String, looked_for: String },
+    MissingWeights {
+        folder: PathBuf,
+        component: String,
+        looked_for: String,
+    },
     #[error("building the {component}: {message}")]
     Build { component: String, message: String },
     #[error("download of {repo}: {message}")]
@@ -54,7 +61,10 @@ impl TensorFile {
     /// Safetensors are memory-mapped (nothing is read until a tensor is asked for); torch pickles
     /// (`.bin`, `.pth`, `.ckpt`) are read whole.
     pub fn open(path: &Path) -> Result<Self, WeightsError> {
-        let unreadable = |e: candle_core::Error| WeightsError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
+        let unreadable = |e: candle_core::Error| WeightsError::Unreadable {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
         if !path.is_file() {
             return Err(WeightsError::Io {
                 path: path.to_path_buf(),
@@ -70,19 +80,32 @@ impl TensorFile {
             let tensors = candle_core::pickle::read_all_with_key(path, None).map_err(unreadable)?;
             Store::Loaded(tensors.into_iter().collect())
         };
-        Ok(Self { path: path.to_path_buf(), store })
+        Ok(Self {
+            path: path.to_path_buf(),
+            store,
+        })
     }
 
     /// A sub-dictionary of a torch checkpoint such as the original GLIGEN files' `model`.
     pub fn open_pickle_key(path: &Path, key: &str) -> Result<Self, WeightsError> {
-        let tensors = candle_core::pickle::read_all_with_key(path, Some(key))
-            .map_err(|e| WeightsError::Unreadable { path: path.to_path_buf(), message: format!("key {key:?}: {e}") })?;
-        Ok(Self { path: path.to_path_buf(), store: Store::Loaded(tensors.into_iter().collect()) })
+        let tensors = candle_core::pickle::read_all_with_key(path, Some(key)).map_err(|e| {
+            WeightsError::Unreadable {
+                path: path.to_path_buf(),
+                message: format!("key {key:?}: {e}"),
+            }
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            store: Store::Loaded(tensors.into_iter().collect()),
+        })
     }
 
     /// From tensors already in memory (renamed checkpoints); `path` names their origin in errors.
     pub fn from_tensors(path: &Path, tensors: HashMap<String, Tensor>) -> Self {
-        Self { path: path.to_path_buf(), store: Store::Loaded(tensors) }
+        Self {
+            path: path.to_path_buf(),
+            store: Store::Loaded(tensors),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -123,9 +146,10 @@ impl TensorFile {
             Store::Mmap(m) => {
                 let mut out = HashMap::new();
                 for (name, _) in m.tensors() {
-                    let t = m
-                        .load(&name, dev)
-                        .map_err(|e| WeightsError::Unreadable { path: self.path.clone(), message: e.to_string() })?;
+                    let t = m.load(&name, dev).map_err(|e| WeightsError::Unreadable {
+                        path: self.path.clone(),
+                        message: e.to_string(),
+                    })?;
                     out.insert(name, t);
                 }
                 Ok(out)
@@ -139,9 +163,19 @@ impl TensorFile {
 }
 
 impl SimpleBackend for TensorFile {
-    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let t = self.load(name, &Device::Cpu).map_err(|_| {
-            candle_core::Error::Msg(format!("{}: missing tensor `{name}` (expected shape {s:?})", self.path.display()))
+            candle_core::Error::Msg(format!(
+                "{}: missing tensor `{name}` (expected shape {s:?})",
+                self.path.display()
+            ))
         })?;
         // A 0-d parameter saved as [1] (or the reverse) is the same value.
         let t = if t.shape() != &s && t.elem_count() == s.elem_count() && s.elem_count() == 1 {
@@ -161,7 +195,9 @@ impl SimpleBackend for TensorFile {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.load(name, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)
+        self.load(name, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
@@ -171,8 +207,14 @@ impl SimpleBackend for TensorFile {
 
 /// Reads a JSON config file into `T`, naming the file in errors.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, WeightsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_str(&text).map_err(|e| WeightsError::Config { path: path.to_path_buf(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| WeightsError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// A model in diffusers' folder layout (`model_index.json`, `unet/`, `text_encoder/`, `tokenizer/`,
@@ -204,7 +246,10 @@ fn weight_candidates(component: &str) -> Vec<String> {
 impl DiffusersFolder {
     pub fn open(root: &Path) -> Result<Self, WeightsError> {
         if !root.is_dir() {
-            return Err(WeightsError::NotAModel { path: root.to_path_buf(), message: "no such folder".into() });
+            return Err(WeightsError::NotAModel {
+                path: root.to_path_buf(),
+                message: "no such folder".into(),
+            });
         }
         if !root.join("unet").join("config.json").is_file() {
             return Err(WeightsError::NotAModel {
@@ -212,11 +257,17 @@ impl DiffusersFolder {
                 message: "it has no unet/config.json (expected a diffusers layout: model_index.json, unet/, text_encoder/, tokenizer/, vae/, scheduler/)".into(),
             });
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn config<T: DeserializeOwned>(&self, component: &str) -> Result<T, WeightsError> {
-        let name = if component == "scheduler" { "scheduler_config.json" } else { "config.json" };
+        let name = if component == "scheduler" {
+            "scheduler_config.json"
+        } else {
+            "config.json"
+        };
         read_json(&self.root.join(component).join(name))
     }
 

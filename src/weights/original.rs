@@ -40,11 +40,16 @@ pub struct OriginalCheckpoint {
 }
 
 fn unreadable(path: &Path, message: String) -> WeightsError {
-    WeightsError::Unreadable { path: path.to_path_buf(), message }
+    WeightsError::Unreadable {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 fn shape(t: &HashMap<String, Tensor>, key: &str, path: &Path) -> Result<Vec<usize>, WeightsError> {
-    t.get(key).map(|t| t.dims().to_vec()).ok_or_else(|| unreadable(path, format!("missing tensor `{key}`")))
+    t.get(key)
+        .map(|t| t.dims().to_vec())
+        .ok_or_else(|| unreadable(path, format!("missing tensor `{key}`")))
 }
 
 /// Indices `k` of keys `prefix.k.…`.
@@ -72,30 +77,57 @@ fn resnet_rename(rest: &str) -> String {
 }
 
 /// UNet: LDM names → diffusers names, and the diffusers config that those shapes imply.
-fn convert_unet(model: HashMap<String, Tensor>, path: &Path) -> Result<(UNetConfig, HashMap<String, Tensor>), WeightsError> {
+fn convert_unet(
+    model: HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(UNetConfig, HashMap<String, Tensor>), WeightsError> {
     let conv_in = shape(&model, "input_blocks.0.0.weight", path)?;
     let (base, in_channels) = (conv_in[0], conv_in[1]);
     let inputs = indices(&model, "input_blocks.");
-    let downsamples: Vec<usize> = inputs.iter().copied().filter(|k| model.contains_key(&format!("input_blocks.{k}.0.op.weight"))).collect();
+    let downsamples: Vec<usize> = inputs
+        .iter()
+        .copied()
+        .filter(|k| model.contains_key(&format!("input_blocks.{k}.0.op.weight")))
+        .collect();
     let levels = downsamples.len() + 1;
     let per_level = (inputs.len() - 1 - downsamples.len()) / levels;
     if per_level == 0 || 1 + levels * per_level + downsamples.len() != inputs.len() {
-        return Err(unreadable(path, format!("model: cannot infer the UNet layout from {} input blocks", inputs.len())));
+        return Err(unreadable(
+            path,
+            format!(
+                "model: cannot infer the UNet layout from {} input blocks",
+                inputs.len()
+            ),
+        ));
     }
     let stride = per_level + 1;
     let mut block_out = Vec::with_capacity(levels);
     let mut down_types = Vec::with_capacity(levels);
     for i in 0..levels {
         let k = 1 + i * stride;
-        block_out.push(shape(&model, &format!("input_blocks.{k}.0.out_layers.3.weight"), path)?[0]);
+        block_out.push(
+            shape(
+                &model,
+                &format!("input_blocks.{k}.0.out_layers.3.weight"),
+                path,
+            )?[0],
+        );
         let attn = model.contains_key(&format!("input_blocks.{k}.1.proj_in.weight"));
-        down_types.push(if attn { "CrossAttnDownBlock2D" } else { "DownBlock2D" });
+        down_types.push(if attn {
+            "CrossAttnDownBlock2D"
+        } else {
+            "DownBlock2D"
+        });
     }
     let mut up_types = Vec::with_capacity(levels);
     for i in 0..levels {
         let k = i * (per_level + 1);
         let attn = model.contains_key(&format!("output_blocks.{k}.1.proj_in.weight"));
-        up_types.push(if attn { "CrossAttnUpBlock2D" } else { "UpBlock2D" });
+        up_types.push(if attn {
+            "CrossAttnUpBlock2D"
+        } else {
+            "UpBlock2D"
+        });
     }
     let attn_key = model
         .keys()
@@ -126,7 +158,8 @@ fn convert_unet(model: HashMap<String, Tensor>, path: &Path) -> Result<(UNetConf
         "attention_type": "gated",
         "sample_size": 64,
     });
-    let config: UNetConfig = serde_json::from_value(config).map_err(|e| unreadable(path, e.to_string()))?;
+    let config: UNetConfig =
+        serde_json::from_value(config).map_err(|e| unreadable(path, e.to_string()))?;
     if time_dim != base * 4 {
         tracing::debug!("time embedding width {time_dim} is not 4× {base}");
     }
@@ -167,7 +200,10 @@ fn rename_unet_key(key: &str, stride: usize, per_level: usize) -> Option<String>
         let (k, m, rest) = split3(rest)?;
         let (level, j) = ((k - 1) / stride, (k - 1) % stride);
         return Some(if j == per_level {
-            format!("down_blocks.{level}.downsamplers.0.conv.{}", rest.strip_prefix("op.")?)
+            format!(
+                "down_blocks.{level}.downsamplers.0.conv.{}",
+                rest.strip_prefix("op.")?
+            )
         } else if m == 0 {
             format!("down_blocks.{level}.resnets.{j}.{}", resnet_rename(&rest))
         } else {
@@ -198,7 +234,10 @@ fn rename_unet_key(key: &str, stride: usize, per_level: usize) -> Option<String>
 }
 
 /// VAE: LDM names → diffusers names (the decoder's `up` list runs in the opposite order).
-fn convert_vae(ae: HashMap<String, Tensor>, path: &Path) -> Result<(VaeConfig, HashMap<String, Tensor>), WeightsError> {
+fn convert_vae(
+    ae: HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(VaeConfig, HashMap<String, Tensor>), WeightsError> {
     let levels = indices(&ae, "encoder.down.").len();
     if levels == 0 {
         return Err(unreadable(path, "autoencoder: no encoder blocks".into()));
@@ -220,7 +259,8 @@ fn convert_vae(ae: HashMap<String, Tensor>, path: &Path) -> Result<(VaeConfig, H
         "norm_num_groups": NORM_GROUPS,
         "scaling_factor": VAE_SCALING_FACTOR,
     });
-    let config: VaeConfig = serde_json::from_value(config).map_err(|e| unreadable(path, e.to_string()))?;
+    let config: VaeConfig =
+        serde_json::from_value(config).map_err(|e| unreadable(path, e.to_string()))?;
     let mid = |rest: &str| -> String {
         let r = rest
             .replace("block_1.", "resnets.0.")
@@ -234,17 +274,30 @@ fn convert_vae(ae: HashMap<String, Tensor>, path: &Path) -> Result<(VaeConfig, H
     };
     let mut out = HashMap::with_capacity(ae.len());
     for (key, t) in ae {
-        let new = if let Some((part, rest)) = key.split_once('.').filter(|(p, _)| *p == "encoder" || *p == "decoder") {
+        let new = if let Some((part, rest)) = key
+            .split_once('.')
+            .filter(|(p, _)| *p == "encoder" || *p == "decoder")
+        {
             let body = if let Some(r) = rest.strip_prefix("mid.") {
                 mid(r)
             } else if let Some(r) = rest.strip_prefix("norm_out.") {
                 format!("conv_norm_out.{r}")
-            } else if let Some(r) = rest.strip_prefix("down.").or_else(|| rest.strip_prefix("up.")) {
+            } else if let Some(r) = rest
+                .strip_prefix("down.")
+                .or_else(|| rest.strip_prefix("up."))
+            {
                 let (i, r) = r.split_once('.').unwrap_or((r, ""));
                 let i: usize = i.parse().unwrap_or(0);
-                let (blocks, idx) = if part == "encoder" { ("down_blocks", i) } else { ("up_blocks", levels - 1 - i) };
+                let (blocks, idx) = if part == "encoder" {
+                    ("down_blocks", i)
+                } else {
+                    ("up_blocks", levels - 1 - i)
+                };
                 if let Some(r) = r.strip_prefix("block.") {
-                    format!("{blocks}.{idx}.resnets.{}", r.replace("nin_shortcut.", "conv_shortcut."))
+                    format!(
+                        "{blocks}.{idx}.resnets.{}",
+                        r.replace("nin_shortcut.", "conv_shortcut.")
+                    )
                 } else if let Some(r) = r.strip_prefix("downsample.") {
                     format!("{blocks}.{idx}.downsamplers.0.{r}")
                 } else if let Some(r) = r.strip_prefix("upsample.") {
@@ -262,7 +315,8 @@ fn convert_vae(ae: HashMap<String, Tensor>, path: &Path) -> Result<(VaeConfig, H
         // diffusers' VAE attention is linear; LDM stored 1×1 convolutions.
         let t = if new.contains("mid_block.attentions.0.to_") && t.rank() == 4 {
             let (o, i, _, _) = t.dims4().map_err(|e| unreadable(path, e.to_string()))?;
-            t.reshape((o, i)).map_err(|e| unreadable(path, e.to_string()))?
+            t.reshape((o, i))
+                .map_err(|e| unreadable(path, e.to_string()))?
         } else {
             t
         };
@@ -271,7 +325,10 @@ fn convert_vae(ae: HashMap<String, Tensor>, path: &Path) -> Result<(VaeConfig, H
     Ok((config, out))
 }
 
-fn convert_text_encoder(te: HashMap<String, Tensor>, path: &Path) -> Result<(ClipTextConfig, HashMap<String, Tensor>), WeightsError> {
+fn convert_text_encoder(
+    te: HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(ClipTextConfig, HashMap<String, Tensor>), WeightsError> {
     let out: HashMap<String, Tensor> = te
         .into_iter()
         .filter_map(|(k, t)| {
@@ -294,7 +351,8 @@ fn convert_text_encoder(te: HashMap<String, Tensor>, path: &Path) -> Result<(Cli
         "hidden_act": "quick_gelu",
         "layer_norm_eps": 1e-5,
     });
-    let config: ClipTextConfig = serde_json::from_value(config).map_err(|e| unreadable(path, e.to_string()))?;
+    let config: ClipTextConfig =
+        serde_json::from_value(config).map_err(|e| unreadable(path, e.to_string()))?;
     Ok((config, out))
 }
 

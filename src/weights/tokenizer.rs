@@ -50,7 +50,10 @@ impl ClipTokenizer {
     pub fn from_folder(dir: &Path) -> Result<Self, WeightsError> {
         let json = dir.join("tokenizer.json");
         let inner = if json.is_file() {
-            Tokenizer::from_file(&json).map_err(|e| WeightsError::Tokenizer { path: json.clone(), message: e.to_string() })?
+            Tokenizer::from_file(&json).map_err(|e| WeightsError::Tokenizer {
+                path: json.clone(),
+                message: e.to_string(),
+            })?
         } else {
             Self::build_from_vocab(&dir.join("vocab.json"), &dir.join("merges.txt"))?
         };
@@ -61,8 +64,11 @@ impl ClipTokenizer {
         for name in ["tokenizer_config.json", "special_tokens_map.json"] {
             let p = dir.join(name);
             if let Ok(text) = std::fs::read_to_string(&p) {
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| WeightsError::Config { path: p.clone(), message: e.to_string() })?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| WeightsError::Config {
+                        path: p.clone(),
+                        message: e.to_string(),
+                    })?;
                 if pad_token.is_none() {
                     pad_token = v.get("pad_token").and_then(special_token);
                 }
@@ -82,12 +88,19 @@ impl ClipTokenizer {
         Self::with_specials(inner, None, 77, vocab.to_path_buf())
     }
 
-    fn with_specials(inner: Tokenizer, pad: Option<&str>, max_length: usize, source: PathBuf) -> Result<Self, WeightsError> {
+    fn with_specials(
+        inner: Tokenizer,
+        pad: Option<&str>,
+        max_length: usize,
+        source: PathBuf,
+    ) -> Result<Self, WeightsError> {
         let id = |tok: &str| {
-            inner.token_to_id(tok).ok_or_else(|| WeightsError::Tokenizer {
-                path: source.clone(),
-                message: format!("the vocabulary has no {tok} token"),
-            })
+            inner
+                .token_to_id(tok)
+                .ok_or_else(|| WeightsError::Tokenizer {
+                    path: source.clone(),
+                    message: format!("the vocabulary has no {tok} token"),
+                })
         };
         let bos_id = id("<|startoftext|>")?;
         let eos_id = id("<|endoftext|>")?;
@@ -95,7 +108,14 @@ impl ClipTokenizer {
             Some(p) => id(p)?,
             None => eos_id,
         };
-        Ok(Self { inner, bos_id, eos_id, pad_id, max_length, source })
+        Ok(Self {
+            inner,
+            bos_id,
+            eos_id,
+            pad_id,
+            max_length,
+            source,
+        })
     }
 
     /// CLIP's own vocabulary, compiled in: the original GLIGEN checkpoints carry no tokenizer.
@@ -110,24 +130,40 @@ impl ClipTokenizer {
             if !p.is_file() {
                 return Err(WeightsError::Tokenizer {
                     path: p.to_path_buf(),
-                    message: "missing (a tokenizer needs tokenizer.json, or vocab.json and merges.txt)".into(),
+                    message:
+                        "missing (a tokenizer needs tokenizer.json, or vocab.json and merges.txt)"
+                            .into(),
                 });
             }
         }
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| WeightsError::Io { path: p.to_path_buf(), source });
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| WeightsError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
         Self::build(&read(vocab)?, &read(merges)?, vocab)
     }
 
     /// The fast tokenizer transformers' `CLIPTokenizer` builds from a vocabulary and merges.
     fn build(vocab_json: &str, merges_txt: &str, source: &Path) -> Result<Tokenizer, WeightsError> {
-        let err = |e: tokenizers::Error| WeightsError::Tokenizer { path: source.to_path_buf(), message: e.to_string() };
+        let err = |e: tokenizers::Error| WeightsError::Tokenizer {
+            path: source.to_path_buf(),
+            message: e.to_string(),
+        };
         let vocab: std::collections::HashMap<String, u32> = serde_json::from_str(vocab_json)
-            .map_err(|e| WeightsError::Tokenizer { path: source.to_path_buf(), message: format!("vocab.json: {e}") })?;
+            .map_err(|e| WeightsError::Tokenizer {
+                path: source.to_path_buf(),
+                message: format!("vocab.json: {e}"),
+            })?;
         let vocab: tokenizers::models::bpe::Vocab = vocab.into_iter().collect();
         let merges: Vec<(String, String)> = merges_txt
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -139,14 +175,23 @@ impl ClipTokenizer {
         let mut tok = Tokenizer::new(bpe);
         let normalizer = NormalizerSequence::new(vec![
             NFC.into(),
-            Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
-                .map_err(err)?
-                .into(),
+            Replace::new(
+                tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+                " ",
+            )
+            .map_err(err)?
+            .into(),
             Lowercase.into(),
         ]);
         tok.with_normalizer(Some(normalizer));
-        let split = Split::new(SplitPattern::Regex(CLIP_PATTERN.into()), SplitDelimiterBehavior::Removed, true).map_err(err)?;
-        let pre = PreTokenizerSequence::new(vec![split.into(), ByteLevel::new(false, true, true).into()]);
+        let split = Split::new(
+            SplitPattern::Regex(CLIP_PATTERN.into()),
+            SplitDelimiterBehavior::Removed,
+            true,
+        )
+        .map_err(err)?;
+        let pre =
+            PreTokenizerSequence::new(vec![split.into(), ByteLevel::new(false, true, true).into()]);
         tok.with_pre_tokenizer(Some(pre));
         tok.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
         Ok(tok)
@@ -157,7 +202,10 @@ impl ClipTokenizer {
         let enc = self
             .inner
             .encode(text, false)
-            .map_err(|e| WeightsError::Tokenizer { path: self.source.clone(), message: e.to_string() })?;
+            .map_err(|e| WeightsError::Tokenizer {
+                path: self.source.clone(),
+                message: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -174,6 +222,10 @@ impl ClipTokenizer {
         if pad {
             ids.resize(self.max_length, self.pad_id);
         }
-        Ok(TokenizedPrompt { ids, content_tokens: content.len(), truncated_tokens: content.len() - kept })
+        Ok(TokenizedPrompt {
+            ids,
+            content_tokens: content.len(),
+            truncated_tokens: content.len() - kept,
+        })
     }
 }
