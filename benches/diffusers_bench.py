@@ -136,6 +136,34 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def cpu_ticks():
+    """(machine-wide busy ticks, this process's ticks), USER_HZ = 100."""
+    try:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:]]
+        busy = sum(v for i, v in enumerate(cpu[:8]) if i not in (3, 4))
+        with open("/proc/self/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return busy, int(rest[11]) + int(rest[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class LoadProbe:
+    """Share of the machine's CPU time other processes used since start (a contention flag)."""
+
+    def __init__(self):
+        self.ticks, self.at = cpu_ticks(), time.perf_counter()
+
+    def other_load(self):
+        now = cpu_ticks()
+        wall = time.perf_counter() - self.at
+        if self.ticks is None or now is None or wall < 0.5:
+            return None
+        other = max(0.0, (now[0] - self.ticks[0]) - (now[1] - self.ticks[1])) / 100.0
+        return other / (wall * (os.cpu_count() or 1))
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -275,6 +303,7 @@ def bench_dtype(args, rows, name, dtype, device, torch):
                     sync()
                     log(f"  diffusers {name} {key}: warm-up {i + 1}/{args.warmup} {time.perf_counter() - t:.3f} s")
                 times = []
+                probe = LoadProbe()
                 for i in range(args.runs):
                     t = time.perf_counter()
                     fn()
@@ -287,7 +316,7 @@ def bench_dtype(args, rows, name, dtype, device, torch):
                   "error": f"{type(e).__name__}: {e}"})
             return
         row = {"row": key, "dtype": name, "median_s": statistics.median(times), "times_s": times,
-               "peak_rss_bytes": peak_rss_bytes(), "error": None}
+               "peak_rss_bytes": peak_rss_bytes(), "error": None, "other_load": probe.other_load()}
         if device.type == "cuda":
             row["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
         emit(row)
@@ -354,6 +383,7 @@ def bench_generation(args, rows, name, torch, pipe, device, sync):
     n = args.boxes
     totals, firsts = [], []
     reset_peak_rss()
+    probe = LoadProbe()
     try:
         for run in range(max(1, args.full_runs)):
             first = []
@@ -384,10 +414,11 @@ def bench_generation(args, rows, name, torch, pipe, device, sync):
                       "error": f"{type(e).__name__}: {e}"})
         return
     peak = peak_rss_bytes()
+    load = probe.other_load()
     for key, times in (("generation", totals), ("first_preview", firsts)):
         if key in rows:
             emit({"row": key, "dtype": name, "median_s": statistics.median(times) if times else None,
-                  "times_s": times, "peak_rss_bytes": peak, "error": None})
+                  "times_s": times, "peak_rss_bytes": peak, "error": None, "other_load": load})
 
 
 if __name__ == "__main__":

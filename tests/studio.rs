@@ -413,8 +413,9 @@ fn dropping_a_glichen_png_opens_its_layout_and_image() {
     h.run();
     let layout = fixture_layout("b_three_boxes");
     let image = image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30]));
-    let bytes = glichen::ui::png::encode_png_with_layout(&image, &layout.to_json_pretty().unwrap())
-        .unwrap();
+    let bytes =
+        glichen::layout::png::encode_png_with_layout(&image, &layout.to_json_pretty().unwrap())
+            .unwrap();
     let png = dir.join("result.png");
     std::fs::write(&png, bytes).unwrap();
     h.input_mut().dropped_files.push(Arc::new(Dropped(png)));
@@ -491,7 +492,7 @@ fn generate_in_the_studio_shows_previews_and_the_result() {
     wait_for(&mut h, "the export", Duration::from_secs(10), |a| {
         !a.is_busy_with_files()
     });
-    let json = glichen::ui::png::read_layout_chunk(&out).unwrap();
+    let json = glichen::layout::png::read_layout_chunk(&out).unwrap();
     assert_eq!(
         Layout::from_json_str(&json).unwrap(),
         fixture_layout("a_three_boxes")

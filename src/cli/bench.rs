@@ -168,6 +168,10 @@ pub struct RowResult {
     pub peak_rss_bytes: Option<u64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// Share of the machine's CPU time that other processes used during the timed runs (0 = the
+    /// machine was otherwise idle; 0.5 on 2 CPUs = one core busy elsewhere): a contention flag.
+    #[serde(default)]
+    pub other_load: Option<f64>,
 }
 
 impl RowResult {
@@ -179,9 +183,10 @@ impl RowResult {
             times_s: vec![],
             peak_rss_bytes: None,
             error: Some(error),
+            other_load: None,
         }
     }
-    fn from_times(row: &str, dtype: &str, times: Vec<f64>, peak: Option<u64>) -> Self {
+    fn from_times(row: &str, dtype: &str, times: Vec<f64>, peak: Option<u64>, other_load: Option<f64>) -> Self {
         Self {
             row: row.into(),
             dtype: dtype.into(),
@@ -189,6 +194,7 @@ impl RowResult {
             times_s: times,
             peak_rss_bytes: peak,
             error: None,
+            other_load,
         }
     }
 }
@@ -368,6 +374,42 @@ pub fn peak_rss_bytes() -> Option<u64> {
     status_kib("VmHWM:").map(|k| k * 1024)
 }
 
+/// Clock ticks (USER_HZ, 100 on Linux) of busy CPU time, machine-wide (/proc/stat) and of this
+/// process (/proc/self/stat, all threads).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = cpu.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).take(7).map(|(_, v)| v).sum();
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest: Vec<&str> = me.rsplit_once(')')?.1.split_whitespace().collect();
+    let own = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    Some((busy, own))
+}
+
+/// Measures how busy the rest of the machine was between `start` and now.
+struct LoadProbe {
+    ticks: Option<(u64, u64)>,
+    at: Instant,
+}
+
+impl LoadProbe {
+    fn start() -> Self {
+        Self { ticks: cpu_ticks(), at: Instant::now() }
+    }
+    fn other_load(&self) -> Option<f64> {
+        let (b0, o0) = self.ticks?;
+        let (b1, o1) = cpu_ticks()?;
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let wall = self.at.elapsed().as_secs_f64();
+        if wall < 0.5 {
+            return None; // ticks are 10 ms: too coarse for short rows
+        }
+        let other = (b1.saturating_sub(b0) as f64 - o1.saturating_sub(o0) as f64).max(0.0) / 100.0;
+        Some(other / (wall * cpus))
+    }
+}
+
 pub fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let name = info
@@ -466,6 +508,7 @@ fn measure(
         }
     }
     let mut times = Vec::with_capacity(runs);
+    let probe = LoadProbe::start();
     for i in 0..runs {
         match run() {
             Ok(t) => {
@@ -479,7 +522,7 @@ fn measure(
             Err(e) => return RowResult::failed(key, dtype, format!("{e}")),
         }
     }
-    RowResult::from_times(key, dtype, times, peak_rss_bytes())
+    RowResult::from_times(key, dtype, times, peak_rss_bytes(), probe.other_load())
 }
 
 /// Every Glichen row of one dtype.
@@ -653,6 +696,7 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
     let mut totals = Vec::new();
     let mut firsts = Vec::new();
     reset_peak_rss();
+    let probe = LoadProbe::start();
     for run in 0..args.full_runs.max(1) {
         let start = Instant::now();
         let mut first = None;
@@ -694,12 +738,13 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
         }
     }
     let peak = peak_rss_bytes();
+    let load = probe.other_load();
     let mut out = Vec::new();
     if wanted("generation") {
-        out.push(RowResult::from_times("generation", dn, totals, peak));
+        out.push(RowResult::from_times("generation", dn, totals, peak, load));
     }
     if wanted("first_preview") {
-        out.push(RowResult::from_times("first_preview", dn, firsts, peak));
+        out.push(RowResult::from_times("first_preview", dn, firsts, peak, load));
     }
     out
 }
@@ -845,6 +890,9 @@ fn fmt_bytes(b: Option<u64>) -> String {
         None => "–".into(),
     }
 }
+
+/// Rows during which other processes used more than this share of the machine are flagged.
+const CONTENDED: f64 = 0.05;
 
 fn cell(r: Option<&RowResult>) -> String {
     match r {
@@ -1025,6 +1073,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     println!();
+    let all = glichen_rows.iter().chain(diffusers_rows.iter());
+    if all.clone().any(|r| r.other_load.is_some_and(|l| l > CONTENDED)) {
+        println!("⚠N%: other processes used N% of the machine's CPU time while that row ran; its time is inflated.");
+    }
     let peak = |rs: &Vec<RowResult>| rs.iter().filter_map(|r| r.peak_rss_bytes).max();
     if args.compare {
         println!(
@@ -1035,7 +1087,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         println!("peak RSS over all rows: {}", fmt_bytes(peak(&glichen_rows)));
     }
-    for r in glichen_rows.iter().chain(diffusers_rows.iter()) {
+    for r in all {
         if let Some(e) = &r.error {
             eprintln!("{} {}: {e}", r.dtype, r.row);
         }

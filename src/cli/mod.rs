@@ -2,7 +2,6 @@
 //! the library; errors become readable messages here (anyhow), never panics.
 
 pub mod bench;
-pub mod png_meta;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -110,7 +109,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::LayoutFromPng { image }) => {
-            let json = png_meta::read_layout_chunk(&image)?;
+            let json =
+                glichen::layout::png::read_layout_chunk(&image).map_err(anyhow::Error::msg)?;
             println!("{json}");
             Ok(())
         }
@@ -270,7 +270,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     if let Some(img) = &generated.image {
         let json = layout.to_json_pretty()?;
-        let bytes = png_meta::encode_png_with_layout(img, &json)?;
+        let bytes =
+            glichen::layout::png::encode_png_with_layout(img, &json).map_err(anyhow::Error::msg)?;
         write_atomic(&args.out, &bytes)?;
         eprintln!(
             "wrote {} (seed {}, {:.1?})",

@@ -20,6 +20,7 @@ mod convert;
 mod history;
 mod images;
 mod parse;
+pub mod png;
 mod validate;
 
 use std::fmt;

@@ -110,7 +110,7 @@ pub fn load_document_bytes(
     let is_png =
         bytes.starts_with(b"\x89PNG\r\n\x1a\n") || name.to_ascii_lowercase().ends_with(".png");
     if is_png {
-        let json = super::png::layout_json_from_png(bytes)?;
+        let json = crate::layout::png::layout_json_from_png(bytes)?;
         let layout =
             Layout::from_json_str(&json).map_err(|e| format!("the embedded layout: {e}"))?;
         let image = image::load_from_memory(bytes).map(|i| i.to_rgb8()).ok();

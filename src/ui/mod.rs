@@ -13,7 +13,7 @@
 pub mod canvas;
 pub mod files;
 mod panels;
-pub mod png;
+
 pub mod preview;
 
 use crate::layout::{History, Layout, ModelLimits, SchedulerKind, ValidationErrors};
@@ -935,7 +935,7 @@ impl StudioApp {
         self.spawn_file_task("glichen-export", move || {
             match run_dialog(&dialogs, &kind) {
                 Some(path) => FileOutcome::Exported(
-                    png::encode_png_with_layout(&image, &json)
+                    crate::layout::png::encode_png_with_layout(&image, &json)
                         .and_then(|bytes| {
                             files::write_atomic(&path, &bytes).map_err(|e| e.to_string())
                         })

@@ -1,5 +1,5 @@
-//! PNGs that carry their layout: an iTXt chunk `glichen-layout` with the layout JSON (the same
-//! format the CLI writes), so that dropping a picture on the studio brings its layout back.
+//! PNGs that carry their layout: an iTXt chunk `glichen-layout` with the layout JSON, written by the
+//! CLI and the studio, so that an image reproduces its layout (`glichen layout-from-png`, drag-and-drop).
 
 use std::path::Path;
 
