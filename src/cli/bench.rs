@@ -186,7 +186,13 @@ impl RowResult {
             other_load: None,
         }
     }
-    fn from_times(row: &str, dtype: &str, times: Vec<f64>, peak: Option<u64>, other_load: Option<f64>) -> Self {
+    fn from_times(
+        row: &str,
+        dtype: &str,
+        times: Vec<f64>,
+        peak: Option<u64>,
+        other_load: Option<f64>,
+    ) -> Self {
         Self {
             row: row.into(),
             dtype: dtype.into(),
@@ -378,9 +384,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// process (/proc/self/stat, all threads).
 fn cpu_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal ...
-    let busy = cpu.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).take(7).map(|(_, v)| v).sum();
+    let busy = cpu
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(7)
+        .map(|(_, v)| v)
+        .sum();
     let me = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest: Vec<&str> = me.rsplit_once(')')?.1.split_whitespace().collect();
     let own = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
@@ -395,12 +413,17 @@ struct LoadProbe {
 
 impl LoadProbe {
     fn start() -> Self {
-        Self { ticks: cpu_ticks(), at: Instant::now() }
+        Self {
+            ticks: cpu_ticks(),
+            at: Instant::now(),
+        }
     }
     fn other_load(&self) -> Option<f64> {
         let (b0, o0) = self.ticks?;
         let (b1, o1) = cpu_ticks()?;
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
         let wall = self.at.elapsed().as_secs_f64();
         if wall < 0.5 {
             return None; // ticks are 10 ms: too coarse for short rows
@@ -744,7 +767,13 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
         out.push(RowResult::from_times("generation", dn, totals, peak, load));
     }
     if wanted("first_preview") {
-        out.push(RowResult::from_times("first_preview", dn, firsts, peak, load));
+        out.push(RowResult::from_times(
+            "first_preview",
+            dn,
+            firsts,
+            peak,
+            load,
+        ));
     }
     out
 }
@@ -1074,7 +1103,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     println!();
     let all = glichen_rows.iter().chain(diffusers_rows.iter());
-    if all.clone().any(|r| r.other_load.is_some_and(|l| l > CONTENDED)) {
+    if all
+        .clone()
+        .any(|r| r.other_load.is_some_and(|l| l > CONTENDED))
+    {
         println!("⚠N%: other processes used N% of the machine's CPU time while that row ran; its time is inflated.");
     }
     let peak = |rs: &Vec<RowResult>| rs.iter().filter_map(|r| r.peak_rss_bytes).max();
