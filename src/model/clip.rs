@@ -2,6 +2,7 @@
 //! candle-transformers' version fixes the sequence length to `max_position_embeddings`, the layer
 //! norm epsilon and keeps its config private, so tiny and non-SD text towers could not be built.
 
+use super::attention::scaled_dot_product_attention;
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
@@ -51,20 +52,24 @@ pub struct ClipTextConfig {
     pub layer_norm_eps: f64,
 }
 
+/// The MLP activation of a CLIP tower (transformers' `ACT2FN` names a CLIP config can carry).
 #[derive(Debug, Clone, Copy)]
-enum Activation {
+pub(crate) enum Activation {
     QuickGelu,
     GeluErf,
     GeluTanh,
 }
 
 impl Activation {
-    fn parse(name: &str) -> Result<Self> {
+    /// An unknown name is refused rather than replaced: a silently different activation would
+    /// still produce plausible pictures. `tower` names the network in the message.
+    pub(crate) fn parse(name: &str, tower: &str) -> Result<Self> {
         Ok(match name {
             "quick_gelu" => Self::QuickGelu,
+            // transformers' "gelu" is the exact erf form; candle's `gelu` is the tanh approximation.
             "gelu" => Self::GeluErf,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            other => candle_core::bail!("text encoder hidden_act {other:?} is not supported"),
+            other => candle_core::bail!("{tower} hidden_act {other:?} is not supported"),
         })
     }
 }
@@ -79,8 +84,9 @@ impl Module for Activation {
     }
 }
 
+/// Pre-norm transformer layer (`encoder.layers.N`) shared by the text and vision towers.
 #[derive(Debug, Clone)]
-struct EncoderLayer {
+pub(crate) struct EncoderLayer {
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
@@ -94,24 +100,32 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(vb: VarBuilder, c: &ClipTextConfig, act: Activation) -> Result<Self> {
-        let d = c.hidden_size;
+    pub(crate) fn new(
+        vb: VarBuilder,
+        hidden: usize,
+        intermediate: usize,
+        heads: usize,
+        eps: f64,
+        act: Activation,
+    ) -> Result<Self> {
+        let d = hidden;
         let a = vb.pp("self_attn");
         Ok(Self {
             q_proj: linear(d, d, a.pp("q_proj"))?,
             k_proj: linear(d, d, a.pp("k_proj"))?,
             v_proj: linear(d, d, a.pp("v_proj"))?,
             out_proj: linear(d, d, a.pp("out_proj"))?,
-            layer_norm1: layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            fc1: linear(d, c.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: linear(c.intermediate_size, d, vb.pp("mlp.fc2"))?,
-            layer_norm2: layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
-            heads: c.num_attention_heads,
+            layer_norm1: layer_norm(d, eps, vb.pp("layer_norm1"))?,
+            fc1: linear(d, intermediate, vb.pp("mlp.fc1"))?,
+            fc2: linear(intermediate, d, vb.pp("mlp.fc2"))?,
+            layer_norm2: layer_norm(d, eps, vb.pp("layer_norm2"))?,
+            heads,
             act,
         })
     }
 
-    fn attention(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `mask` (additive, `[1, 1, n, n]`) is the text tower's causal mask; the vision tower has none.
+    fn attention(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, d) = xs.dims3()?;
         let hd = d / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -123,6 +137,15 @@ impl EncoderLayer {
         let q = split(self.q_proj.forward(xs)?)?;
         let k = split(self.k_proj.forward(xs)?)?;
         let v = split(self.v_proj.forward(xs)?)?;
+        let Some(mask) = mask else {
+            // Scores and softmax in f32 whatever the model dtype.
+            let out = scaled_dot_product_attention(&q, &k, &v, (hd as f64).powf(-0.5))?;
+            let out = out
+                .reshape((b, self.heads, n, hd))?
+                .transpose(1, 2)?
+                .reshape((b, n, d))?;
+            return self.out_proj.forward(&out);
+        };
         // The causal mask is added to the scores, so attention is done here rather than through the
         // shared helper.
         let scores = (q
@@ -142,7 +165,7 @@ impl EncoderLayer {
         self.out_proj.forward(&out)
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let xs = (self.attention(&self.layer_norm1.forward(xs)?, mask)? + xs)?;
         let h = self.fc2.forward(
             &self
@@ -176,10 +199,14 @@ impl ClipTextModel {
     /// `vb` points at the tower's root (`text_model` in transformers-4 checkpoints, the file root in
     /// transformers-5 ones); the weights module picks it.
     pub fn new(vb: VarBuilder, c: &ClipTextConfig) -> Result<Self> {
-        let act = Activation::parse(&c.hidden_act)?;
+        let act = Activation::parse(&c.hidden_act, "text encoder")?;
         let e = vb.pp("embeddings");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), c, act))
+            .map(|i| {
+                let vb = vb.pp(format!("encoder.layers.{i}"));
+                let (d, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
+                EncoderLayer::new(vb, d, inter, heads, c.layer_norm_eps, act)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: embedding(c.vocab_size, c.hidden_size, e.pp("token_embedding"))?,
@@ -225,7 +252,7 @@ impl ClipTextModel {
         let mask = Self::causal_mask(n, dev)?;
         let mut xs = xs;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &mask)?;
+            xs = layer.forward(&xs, Some(&mask))?;
         }
         let last_hidden_state = self.final_layer_norm.forward(&xs)?;
         let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;

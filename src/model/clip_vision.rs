@@ -3,9 +3,9 @@
 //! turn a reference picture into the grounding embedding of a text-image GLIGEN model
 //! (`StableDiffusionGLIGENTextImagePipeline.get_clip_feature`).
 
-use super::attention::scaled_dot_product_attention;
+use super::clip::{Activation, EncoderLayer};
 use candle_core::{DType, IndexOp, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
 fn d_hidden() -> usize {
@@ -65,103 +65,6 @@ pub struct ClipVisionConfig {
     pub layer_norm_eps: f64,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    QuickGelu,
-    GeluErf,
-    GeluTanh,
-}
-
-impl Activation {
-    /// transformers' `ACT2FN` names a CLIP config can carry. An unknown name is refused rather than
-    /// replaced by quick_gelu: a silently different activation would still produce plausible pictures.
-    fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "quick_gelu" => Self::QuickGelu,
-            "gelu" => Self::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            other => candle_core::bail!("image encoder hidden_act {other:?} is not supported"),
-        })
-    }
-}
-
-impl Module for Activation {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
-            // PyTorch's `nn.GELU()` / transformers' "gelu" is the exact erf form; candle's `gelu` is
-            // the tanh approximation.
-            Self::GeluErf => xs.gelu_erf(),
-            Self::GeluTanh => xs.gelu(),
-        }
-    }
-}
-
-/// Pre-norm transformer layer (`encoder.layers.N`): bidirectional attention, no mask.
-#[derive(Debug, Clone)]
-struct EncoderLayer {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    layer_norm1: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    layer_norm2: LayerNorm,
-    heads: usize,
-    act: Activation,
-}
-
-impl EncoderLayer {
-    fn new(vb: VarBuilder, c: &ClipVisionConfig, act: Activation) -> Result<Self> {
-        let d = c.hidden_size;
-        let a = vb.pp("self_attn");
-        Ok(Self {
-            q_proj: linear(d, d, a.pp("q_proj"))?,
-            k_proj: linear(d, d, a.pp("k_proj"))?,
-            v_proj: linear(d, d, a.pp("v_proj"))?,
-            out_proj: linear(d, d, a.pp("out_proj"))?,
-            layer_norm1: layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            fc1: linear(d, c.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: linear(c.intermediate_size, d, vb.pp("mlp.fc2"))?,
-            layer_norm2: layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
-            heads: c.num_attention_heads,
-            act,
-        })
-    }
-
-    fn attention(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, n, d) = xs.dims3()?;
-        let hd = d / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, n, self.heads, hd))?
-                .transpose(1, 2)?
-                .reshape((b * self.heads, n, hd))?
-                .contiguous()
-        };
-        let q = split(self.q_proj.forward(xs)?)?;
-        let k = split(self.k_proj.forward(xs)?)?;
-        let v = split(self.v_proj.forward(xs)?)?;
-        // Scores and softmax in f32 whatever the model dtype (transformers' eager softmax is f32 too).
-        let out = scaled_dot_product_attention(&q, &k, &v, (hd as f64).powf(-0.5))?;
-        let out = out
-            .reshape((b, self.heads, n, hd))?
-            .transpose(1, 2)?
-            .reshape((b, n, d))?;
-        self.out_proj.forward(&out)
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = (self.attention(&self.layer_norm1.forward(xs)?)? + xs)?;
-        let h = self.fc2.forward(
-            &self
-                .act
-                .forward(&self.fc1.forward(&self.layer_norm2.forward(&xs)?)?)?,
-        )?;
-        h + xs
-    }
-}
-
 /// `CLIPVisionModelWithProjection`: pixel values → `image_embeds` `[B, projection_dim]`.
 #[derive(Debug, Clone)]
 pub struct ClipVisionModelWithProjection {
@@ -184,7 +87,7 @@ impl ClipVisionModelWithProjection {
     /// is ignored. A file holding the tower without the prefix (next to `visual_projection`) is read
     /// too.
     pub fn new(vb: VarBuilder, c: &ClipVisionConfig) -> Result<Self> {
-        let act = Activation::parse(&c.hidden_act)?;
+        let act = Activation::parse(&c.hidden_act, "image encoder")?;
         if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             candle_core::bail!(
                 "image encoder hidden_size {} is not divisible by num_attention_heads {}",
@@ -214,7 +117,11 @@ impl ClipVisionModelWithProjection {
             )?
             .reshape((d, c.num_channels * c.patch_size * c.patch_size))?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| EncoderLayer::new(tower.pp(format!("encoder.layers.{i}")), c, act))
+            .map(|i| {
+                let vb = tower.pp(format!("encoder.layers.{i}"));
+                let (d, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
+                EncoderLayer::new(vb, d, inter, heads, c.layer_norm_eps, act)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             class_embedding: e.get(d, "class_embedding")?,
@@ -272,7 +179,7 @@ impl ClipVisionModelWithProjection {
             .broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
         let mut xs = self.pre_layrnorm.forward(&xs)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs)?;
+            xs = layer.forward(&xs, None)?;
         }
         let pooled = self
             .post_layernorm
