@@ -927,8 +927,13 @@ fn cell(r: Option<&RowResult>) -> String {
     match r {
         None => "–".into(),
         Some(RowResult {
-            median_s: Some(m), ..
-        }) => fmt_secs(*m),
+            median_s: Some(m),
+            other_load,
+            ..
+        }) => match other_load {
+            Some(l) if *l > CONTENDED => format!("{} ⚠{:.0}%", fmt_secs(*m), l * 100.0),
+            _ => fmt_secs(*m),
+        },
         Some(RowResult { error: Some(e), .. }) => {
             let short: String = e.lines().next().unwrap_or("").chars().take(40).collect();
             format!("n/a ({short})")
