@@ -1,5 +1,7 @@
 //! The studio, driven through egui_kittest like a user would: drawing and editing boxes, undo/redo,
-//! α₀, files, and generation through the background worker with the tiny fixture model.
+//! α₀, files, and generation through the background worker with the tiny fixture model; image
+//! boxes, the style image, people (keypoints) and inpainting, gated by the loaded model's
+//! capabilities and generated end to end with the tiny text-image, inpainting and keypoint models.
 //!
 //! Also here: the worker on its own (previews, final image, cancel within one step, a new Generate
 //! cancelling the old one, panic recovery), the WGSL preview against the CPU projection, the
@@ -8,13 +10,15 @@
 //! `cargo test --release --test studio frame_times -- --ignored --nocapture`.
 
 use egui::{pos2, Modifiers, Pos2, Vec2};
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
-use glichen::layout::{Entity, Layout};
+use glichen::layout::{Entity, Layout, KEYPOINTS_PER_PERSON};
 use glichen::pipeline::scheduler::SchedulerType;
 use glichen::pipeline::GenerateOptions;
 use glichen::ui::canvas::CanvasTransform;
-use glichen::ui::{CanvasImage, Dialogs, ModelState, StudioApp, StudioOptions};
+use glichen::ui::{
+    CanvasBackground, CanvasImage, Dialogs, ModelState, StudioApp, StudioOptions, Tool,
+};
 use glichen::worker::{Command, Event, JobId, LatentFrame, LoadRequest, Worker};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -46,10 +50,19 @@ fn temp_dir(name: &str) -> PathBuf {
 type Answers = Arc<Mutex<VecDeque<Option<PathBuf>>>>;
 
 fn studio(data_dir: &Path, model: bool, wgpu: bool) -> (Harness<'static, StudioApp>, Answers) {
+    studio_with(data_dir, model.then(tiny_model), wgpu)
+}
+
+/// The studio loading `model` (a folder or checkpoint) at start, if given.
+fn studio_with(
+    data_dir: &Path,
+    model: Option<String>,
+    wgpu: bool,
+) -> (Harness<'static, StudioApp>, Answers) {
     let (dialogs, answers) = Dialogs::scripted();
     let mut options = StudioOptions::for_tests(data_dir, dialogs);
-    if model {
-        options.model = Some(LoadRequest::cpu(tiny_model()));
+    if let Some(model) = model {
+        options.model = Some(LoadRequest::cpu(model));
     }
     let mut builder = Harness::builder()
         .with_size(Vec2::new(1400.0, 900.0))
@@ -968,4 +981,551 @@ fn imports_diffusers_arguments_through_open() {
     assert_eq!(layout.sampling.alpha0, Some(0.4));
     // An import has no file to save back to.
     assert_eq!(h.state().document_path(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image boxes, the style image, people and inpainting
+// ---------------------------------------------------------------------------------------------
+
+/// Presses and releases the primary button at `at` without moving: a click.
+fn click(h: &mut Harness<'static, StudioApp>, at: Pos2) {
+    h.hover_at(at);
+    h.run();
+    h.drag_at(at);
+    h.run();
+    h.drop_at(at);
+    h.run();
+}
+
+fn right_click(h: &mut Harness<'static, StudioApp>, at: Pos2) {
+    h.hover_at(at);
+    h.run();
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Secondary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+        h.run();
+    }
+}
+
+fn points_of(app: &StudioApp, i: usize) -> Vec<Option<[f64; 2]>> {
+    match &app.layout().entities[i] {
+        Entity::Keypoints { points } => points.clone(),
+        other => panic!("entity {i} is a {}, not a person", other.kind()),
+    }
+}
+
+fn screen_of(tf: &CanvasTransform, p: [f64; 2]) -> Pos2 {
+    tf.screen_from_layout(pos2(p[0] as f32, p[1] as f32))
+}
+
+/// A plain (non-Glichen) PNG of `w × h` pixels.
+fn write_picture(dir: &Path, name: &str, w: u32, h: u32, rgb: [u8; 3]) -> PathBuf {
+    let path = dir.join(name);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            rgb[0],
+            rgb[1].wrapping_add((x * 3) as u8),
+            rgb[2].wrapping_add(y as u8),
+        ])
+    })
+    .save(&path)
+    .unwrap();
+    path
+}
+
+fn wait_files(h: &mut Harness<'static, StudioApp>, what: &str) {
+    wait_for(h, what, Duration::from_secs(20), |a| {
+        !a.is_busy_with_files()
+    });
+    h.run();
+}
+
+fn wait_pictures(h: &mut Harness<'static, StudioApp>) {
+    wait_for(h, "the pictures", Duration::from_secs(20), |a| {
+        a.pictures_loading() == 0
+    });
+    h.run();
+}
+
+fn is_disabled(h: &Harness<'static, StudioApp>, label: &str) -> bool {
+    h.get_by_label(label).accesskit_node().is_disabled()
+}
+
+#[test]
+fn person_tool_places_poses_moves_and_hides_joints() {
+    let dir = temp_dir("people");
+    let (mut h, _) = studio(&dir.join("data"), false, false);
+    h.run();
+    h.get_by_label("Person (P)").click();
+    h.run();
+    assert_eq!(h.state().tool(), Tool::Person);
+
+    // A click places a standing 17-joint person there.
+    let tf = transform(&h);
+    click(&mut h, tf.screen_from_layout(pos2(0.3, 0.5)));
+    assert_eq!(h.state().layout().entities.len(), 1);
+    assert_eq!(h.state().selection(), Some(0));
+    let placed = points_of(h.state(), 0);
+    assert_eq!(placed.len(), KEYPOINTS_PER_PERSON);
+    assert!(placed.iter().all(Option::is_some));
+    let mean_x: f64 = placed.iter().flatten().map(|p| p[0]).sum::<f64>() / 17.0;
+    assert!((mean_x - 0.3).abs() < 0.01, "placed around x {mean_x}");
+    // The nose is above the ankles.
+    assert!(placed[0].unwrap()[1] < placed[15].unwrap()[1]);
+    h.get_by_label_contains("person 1 (17 of 17 joints)");
+
+    // Dragging a joint moves only that joint.
+    let wrist = placed[9].unwrap();
+    let tf = transform(&h);
+    drag(
+        &mut h,
+        screen_of(&tf, wrist),
+        screen_of(&tf, [wrist[0] + 0.1, wrist[1] + 0.05]),
+    );
+    let posed = points_of(h.state(), 0);
+    let moved = posed[9].unwrap();
+    assert!(
+        (moved[0] - wrist[0] - 0.1).abs() < 0.01 && (moved[1] - wrist[1] - 0.05).abs() < 0.01,
+        "wrist {wrist:?} -> {moved:?}"
+    );
+    for k in (0..17).filter(|&k| k != 9) {
+        assert_eq!(posed[k], placed[k], "joint {k} moved too");
+    }
+
+    // Dragging the body (on the bone between the hips) moves every joint alike.
+    let (lh, rh) = (posed[11].unwrap(), posed[12].unwrap());
+    let mid = [(lh[0] + rh[0]) / 2.0, (lh[1] + rh[1]) / 2.0];
+    drag(
+        &mut h,
+        screen_of(&tf, mid),
+        screen_of(&tf, [mid[0] + 0.2, mid[1] - 0.1]),
+    );
+    let shifted = points_of(h.state(), 0);
+    for k in 0..17 {
+        let (a, b) = (posed[k].unwrap(), shifted[k].unwrap());
+        assert!(
+            (b[0] - a[0] - 0.2).abs() < 0.01 && (b[1] - a[1] + 0.1).abs() < 0.01,
+            "joint {k}: {a:?} -> {b:?}"
+        );
+    }
+
+    // Hiding a joint in the inspector writes null; showing it puts it back near its place.
+    h.get_by_label("left wrist").click();
+    h.run();
+    assert_eq!(points_of(h.state(), 0)[9], None);
+    let json = h.state().layout().to_json_pretty().unwrap();
+    assert!(json.contains("null"), "{json}");
+    h.get_by_label_contains("(16 of 17 joints)");
+    h.get_by_label("left wrist").click();
+    h.run();
+    let back = points_of(h.state(), 0)[9].expect("shown again");
+    let was = shifted[9].unwrap();
+    assert!((back[0] - was[0]).abs() < 0.1 && (back[1] - was[1]).abs() < 0.1);
+
+    // A right-click on a joint hides it too.
+    let nose = points_of(h.state(), 0)[0].unwrap();
+    right_click(&mut h, screen_of(&tf, nose));
+    assert_eq!(points_of(h.state(), 0)[0], None);
+
+    // Each edit is one undo step: nose, wrist shown, wrist hidden, body move, joint move, place.
+    for _ in 0..3 {
+        h.state_mut().undo();
+    }
+    assert_eq!(points_of(h.state(), 0), shifted);
+    h.state_mut().undo();
+    assert_eq!(points_of(h.state(), 0), posed);
+    h.state_mut().undo();
+    h.state_mut().undo();
+    assert!(h.state().layout().entities.is_empty());
+}
+
+#[test]
+fn a_ninth_person_is_refused_with_a_notice() {
+    let dir = temp_dir("people-limit");
+    let (mut h, _) = studio(&dir.join("data"), false, false);
+    let mut layout = Layout::default();
+    for k in 0..8 {
+        let mut points = vec![None; KEYPOINTS_PER_PERSON];
+        points[0] = Some([0.05 + 0.02 * k as f64, 0.05]);
+        layout.entities.push(Entity::Keypoints { points });
+    }
+    h.state_mut().set_layout(layout);
+    h.run();
+    h.key_press(egui::Key::P);
+    h.run();
+    assert_eq!(h.state().tool(), Tool::Person);
+    h.get_by_label("8 of 8 people");
+    let tf = transform(&h);
+    click(&mut h, tf.screen_from_layout(pos2(0.7, 0.7)));
+    assert_eq!(h.state().layout().people_count(), 8);
+    h.get_by_label_contains("No person added: the model takes at most 8 people");
+}
+
+#[test]
+fn picking_and_dropping_pictures_makes_image_boxes() {
+    let dir = temp_dir("image-box");
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.run();
+    let wide = write_picture(&dir, "wide.png", 64, 32, [200, 20, 20]);
+
+    // The button asks for a picture and adds a box with its aspect ratio in the middle.
+    answers.lock().unwrap().push_back(Some(wide.clone()));
+    h.get_by_label("Add image box…").click();
+    wait_files(&mut h, "the picked picture");
+    let layout = h.state().layout().clone();
+    assert_eq!(layout.entities.len(), 1);
+    let Entity::ImageBox {
+        image,
+        bbox,
+        phrase,
+    } = &layout.entities[0]
+    else {
+        panic!("not an image box: {:?}", layout.entities[0]);
+    };
+    assert_eq!(Path::new(image), wide.as_path());
+    assert_eq!(phrase, &None);
+    let (bw, bh) = ((bbox[2] - bbox[0]) * 512.0, (bbox[3] - bbox[1]) * 512.0);
+    assert!((bw / bh - 2.0).abs() < 1e-6, "{bw} × {bh}");
+    assert!(((bbox[0] + bbox[2]) / 2.0 - 0.5).abs() < 1e-9);
+    wait_pictures(&mut h);
+    assert!(h.state().layout().entities[0].image().is_some());
+
+    // The optional phrase.
+    h.get_by_label("Phrase (optional)").focus();
+    h.run();
+    h.get_by_label("Phrase (optional)").type_text("a red car");
+    h.run();
+    assert_eq!(h.state().layout().entities[0].phrase(), Some("a red car"));
+    h.key_press(egui::Key::Escape);
+    h.run();
+
+    // Dropped on the canvas: a new box where it was dropped.
+    let tall = write_picture(&dir, "tall.png", 20, 40, [20, 200, 20]);
+    let tf = transform(&h);
+    h.hover_at(tf.screen_from_layout(pos2(0.8, 0.25)));
+    h.run();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(tall.clone())));
+    wait_for(
+        &mut h,
+        "the dropped picture",
+        Duration::from_secs(20),
+        |a| a.layout().entities.len() == 2,
+    );
+    let dropped = h.state().layout().entities[1].clone();
+    assert_eq!(dropped.image(), Some(tall.to_str().unwrap()));
+    let b = dropped.bbox().unwrap();
+    assert!(((b[0] + b[2]) / 2.0 - 0.8).abs() < 0.01 && ((b[1] + b[3]) / 2.0 - 0.25).abs() < 0.01);
+    assert_eq!(h.state().selection(), Some(1));
+
+    // Dropped on an image box: it replaces that box's picture.
+    let other = write_picture(&dir, "other.jpg", 30, 30, [20, 20, 200]);
+    let inside = tf.screen_from_layout(pos2(0.5, 0.5));
+    h.hover_at(inside);
+    h.run();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(other.clone())));
+    wait_for(
+        &mut h,
+        "the replaced picture",
+        Duration::from_secs(20),
+        |a| a.layout().entities[0].image() == Some(other.to_str().unwrap()),
+    );
+    assert_eq!(h.state().layout().entities.len(), 2);
+    assert_eq!(h.state().layout().entities[0].phrase(), Some("a red car"));
+    wait_pictures(&mut h);
+
+    // Undo takes the replacement back; the autosave has the boxes.
+    h.state_mut().undo();
+    assert_eq!(
+        h.state().layout().entities[0].image(),
+        Some(wide.to_str().unwrap())
+    );
+    h.run();
+    h.state().flush_autosave();
+    let saved = Layout::load(dir.join("data").join("autosave.json")).unwrap();
+    assert_eq!(&saved, h.state().layout());
+
+    // Something that is no picture is refused with a message.
+    let junk = dir.join("junk.png");
+    std::fs::write(&junk, b"not a picture at all").unwrap();
+    h.input_mut().dropped_files.push(Arc::new(Dropped(junk)));
+    wait_files(&mut h, "the junk");
+    h.get_by_label_contains("Could not use the picture");
+    assert_eq!(h.state().layout().entities.len(), 2);
+}
+
+#[test]
+fn style_image_slot_sets_replaces_and_clears_the_one_style_image() {
+    let dir = temp_dir("style");
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.run();
+    let a = write_picture(&dir, "style-a.png", 16, 16, [10, 10, 10]);
+    let b = write_picture(&dir, "style-b.png", 16, 16, [250, 250, 10]);
+    let styles = |app: &StudioApp| -> Vec<String> {
+        app.layout()
+            .entities
+            .iter()
+            .filter_map(|e| match e {
+                Entity::StyleImage { image } => Some(image.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(is_disabled(&h, "Clear style image"));
+    answers.lock().unwrap().push_back(Some(a.clone()));
+    h.get_by_label("Choose style image…").click();
+    wait_files(&mut h, "the style image");
+    assert_eq!(styles(h.state()), vec![a.display().to_string()]);
+    wait_pictures(&mut h);
+
+    answers.lock().unwrap().push_back(Some(b.clone()));
+    h.get_by_label("Replace style image…").click();
+    wait_files(&mut h, "the new style image");
+    assert_eq!(styles(h.state()), vec![b.display().to_string()]);
+
+    // A cancelled dialog changes nothing.
+    answers.lock().unwrap().push_back(None);
+    h.get_by_label("Replace style image…").click();
+    wait_files(&mut h, "the cancelled dialog");
+    assert_eq!(styles(h.state()), vec![b.display().to_string()]);
+
+    h.get_by_label("Clear style image").click();
+    h.run();
+    assert!(styles(h.state()).is_empty());
+    h.state_mut().undo();
+    assert_eq!(styles(h.state()), vec![b.display().to_string()]);
+}
+
+#[test]
+fn a_picture_opened_for_inpainting_is_shown_under_the_boxes() {
+    let dir = temp_dir("inpaint");
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.state_mut().set_layout(fixture_layout("a_one_box"));
+    h.run();
+    assert_eq!(h.state().canvas_background(), CanvasBackground::Blank);
+    let photo = write_picture(&dir, "photo.png", 80, 40, [120, 90, 60]);
+    answers.lock().unwrap().push_back(Some(photo.clone()));
+    h.get_by_label("Open picture for inpainting…").click();
+    wait_files(&mut h, "the picture");
+    assert_eq!(
+        h.state().layout().inpaint.as_ref().map(|i| i.image.clone()),
+        Some(photo.display().to_string())
+    );
+    wait_for(
+        &mut h,
+        "the picture on the canvas",
+        Duration::from_secs(20),
+        |a| a.canvas_background() == CanvasBackground::Inpaint,
+    );
+    h.get_by_label_contains("the boxes mark what is regenerated");
+
+    // Without boxes there is nothing to regenerate: said inline.
+    let mut boxless = h.state().layout().clone();
+    boxless.entities.clear();
+    h.state_mut().set_layout(boxless);
+    h.run();
+    h.get_by_label_contains("the region to repaint comes from the boxes");
+    h.state_mut().undo();
+    h.run();
+
+    h.get_by_label("Clear inpainting").click();
+    h.run();
+    assert!(h.state().layout().inpaint.is_none());
+    h.run();
+    assert_eq!(h.state().canvas_background(), CanvasBackground::Blank);
+    h.state_mut().undo();
+    assert!(h.state().layout().inpaint.is_some());
+}
+
+#[test]
+fn a_text_only_model_turns_off_the_tools_it_cannot_use() {
+    let dir = temp_dir("gating");
+    let (mut h, _) = studio(&dir.join("data"), false, false);
+    h.run();
+    // Before a model is loaded every tool is on.
+    for label in [
+        "Draw box (B)",
+        "Person (P)",
+        "Add image box…",
+        "Choose style image…",
+        "Open picture for inpainting…",
+    ] {
+        assert!(!is_disabled(&h, label), "{label} is off without a model");
+    }
+    h.state_mut().load_model(LoadRequest::cpu(tiny_model()));
+    wait_model(&mut h);
+    h.run();
+    assert!(!is_disabled(&h, "Draw box (B)"));
+    for label in [
+        "Person (P)",
+        "Add image box…",
+        "Choose style image…",
+        "Open picture for inpainting…",
+    ] {
+        assert!(
+            is_disabled(&h, label),
+            "{label} is on with a text-box model"
+        );
+    }
+    // The keyboard cannot pick the person tool either.
+    h.key_press(egui::Key::P);
+    h.run();
+    assert_ne!(h.state().tool(), Tool::Person);
+    h.get_by_label_contains("That tool is off: this model does not take people");
+
+    // An image box from a file is kept, marked unusable with the reason, and blocks Generate.
+    let pic = write_picture(&dir, "ref.png", 16, 16, [1, 2, 3]);
+    let mut layout = fixture_layout("a_one_box");
+    layout.entities.push(Entity::ImageBox {
+        image: pic.display().to_string(),
+        bbox: [0.5, 0.5, 0.9, 0.9],
+        phrase: None,
+    });
+    h.state_mut().set_layout(layout.clone());
+    h.run();
+    h.get_by_label_contains("(!) not used by this model: this model does not take image boxes");
+    assert_eq!(h.state().layout(), &layout);
+    assert!(h
+        .state()
+        .generate_blocker()
+        .is_some_and(|b| b.contains("problem")));
+    assert!(is_disabled(&h, "Generate"));
+}
+
+#[test]
+fn text_image_model_generates_with_an_image_box_and_a_style_image() {
+    let dir = temp_dir("text-image");
+    let model = format!("{ROOT}/tests/fixtures/models/tiny-text-image");
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(model), false);
+    wait_model(&mut h);
+    let case = PathBuf::from(ROOT).join("tests/fixtures/cases/ti_image_and_text");
+    let mut layout = fixture_layout("ti_image_and_text");
+    layout.entities.clear();
+    layout.entities.push(Entity::TextBox {
+        phrase: "a dog".into(),
+        bbox: [0.2, 0.5, 0.6, 0.98],
+    });
+    h.state_mut().set_layout(layout);
+    h.run();
+    assert!(!is_disabled(&h, "Add image box…"));
+    assert!(is_disabled(&h, "Person (P)"));
+
+    answers
+        .lock()
+        .unwrap()
+        .push_back(Some(case.join("case_a.png")));
+    h.get_by_label("Add image box…").click();
+    wait_files(&mut h, "the image box");
+    answers
+        .lock()
+        .unwrap()
+        .push_back(Some(case.join("case_c.png")));
+    h.get_by_label("Choose style image…").click();
+    wait_files(&mut h, "the style image");
+    assert_eq!(h.state().generate_blocker(), None);
+
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
+    let request = h.state().last_request().unwrap();
+    let kinds: Vec<&str> = request
+        .layout
+        .entities
+        .iter()
+        .map(|e| e.kind().as_str())
+        .collect();
+    assert_eq!(kinds, ["text_box", "image_box", "style_image"]);
+    assert_eq!(
+        request.layout.entities[1].image(),
+        Some(case.join("case_a.png").to_str().unwrap())
+    );
+    let item = &h.state().history_items()[0];
+    assert_eq!((item.image.width(), item.image.height()), (32, 32));
+    assert!(h
+        .state()
+        .notices()
+        .iter()
+        .all(|n| !n.text.contains("failed")));
+}
+
+#[test]
+fn inpainting_model_generates_from_the_opened_picture() {
+    let dir = temp_dir("inpaint-gen");
+    let model = format!("{ROOT}/tests/fixtures/models/tiny-inpaint");
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(model), false);
+    wait_model(&mut h);
+    let mut layout = fixture_layout("inpaint_one_box");
+    layout.inpaint = None;
+    h.state_mut().set_layout(layout);
+    h.run();
+    assert!(h
+        .state()
+        .generate_blocker()
+        .is_some_and(|b| b.contains("open a picture to inpaint")));
+    assert!(is_disabled(&h, "Add image box…"));
+    answers.lock().unwrap().push_back(Some(
+        PathBuf::from(ROOT).join("tests/fixtures/cases/inpaint_one_box/inpaint.png"),
+    ));
+    h.get_by_label("Open picture for inpainting…").click();
+    wait_files(&mut h, "the picture");
+    wait_for(
+        &mut h,
+        "the picture on the canvas",
+        Duration::from_secs(20),
+        |a| a.canvas_background() == CanvasBackground::Inpaint,
+    );
+    assert_eq!(h.state().generate_blocker(), None);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
+    assert!(h.state().last_request().unwrap().layout.inpaint.is_some());
+    h.run();
+    assert_eq!(h.state().canvas_background(), CanvasBackground::Result);
+}
+
+#[test]
+fn keypoint_checkpoint_poses_two_people_and_generates() {
+    let dir = temp_dir("keypoints");
+    let model = format!("{ROOT}/tests/fixtures/original/gligen-tiny-keypoint.pth");
+    let (mut h, _) = studio_with(&dir.join("data"), Some(model), false);
+    wait_model(&mut h);
+    let mut layout = fixture_layout("a_one_box");
+    layout.prompt = "two dancers on a stage".into();
+    layout.entities.clear();
+    h.state_mut().set_layout(layout);
+    h.run();
+    // A keypoint model takes people, not boxes.
+    assert!(is_disabled(&h, "Draw box (B)"));
+    assert!(!is_disabled(&h, "Person (P)"));
+    h.get_by_label("Person (P)").click();
+    h.run();
+    let tf = transform(&h);
+    click(&mut h, tf.screen_from_layout(pos2(0.3, 0.5)));
+    click(&mut h, tf.screen_from_layout(pos2(0.72, 0.5)));
+    assert_eq!(h.state().layout().people_count(), 2);
+    // Raise the second person's right wrist.
+    let wrist = points_of(h.state(), 1)[10].unwrap();
+    drag(
+        &mut h,
+        screen_of(&tf, wrist),
+        screen_of(&tf, [wrist[0], wrist[1] - 0.3]),
+    );
+    assert!(points_of(h.state(), 1)[10].unwrap()[1] < wrist[1] - 0.25);
+    assert_eq!(h.state().generate_blocker(), None);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
+    let request = h.state().last_request().unwrap();
+    assert_eq!(request.layout.people_count(), 2);
+    assert_eq!(h.state().history_items()[0].image.width(), 32);
 }

@@ -1,12 +1,16 @@
-//! The canvas: the layout drawn over the preview or result, and box editing (draw, select, move,
-//! resize by handles, zoom and pan).
+//! The canvas: the layout drawn over the preview, the result or the picture to inpaint, and its
+//! editing: boxes (draw, select, move, resize by handles), image boxes with their pictures, people
+//! (move the whole skeleton or one joint, right-click hides a joint), the style image's badge,
+//! zoom and pan.
 //!
 //! Layout coordinates are normalised (`[0, 1]²`, origin top left, as in the file); the canvas maps
 //! them to screen points with [`CanvasTransform::screen_from_layout`] and back with
 //! [`CanvasTransform::layout_from_screen`].
 
-use super::{CanvasImage, StudioApp, Tool};
-use crate::layout::{Entity, Layout};
+use super::edit::{inside_offset, is_left_joint, joint_label, offset_points, COCO_SKELETON};
+use super::pictures::PictureState;
+use super::{CanvasBackground, CanvasImage, StudioApp, Tool};
+use crate::layout::{Entity, EntityKind, Layout};
 use egui::{
     pos2, vec2, Color32, CursorIcon, PointerButton, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2,
 };
@@ -172,6 +176,19 @@ pub enum DragOp {
         handle: Handle,
         original: [f64; 4],
     },
+    /// One joint of a person.
+    MoveJoint {
+        index: usize,
+        joint: usize,
+        grab: Pos2,
+        original: [f64; 2],
+    },
+    /// A whole person.
+    MovePerson {
+        index: usize,
+        grab: Pos2,
+        original: Vec<Option<[f64; 2]>>,
+    },
     Pan,
     None,
 }
@@ -227,16 +244,121 @@ fn short(text: &str, max: usize) -> String {
     }
 }
 
+/// Radius within which a bone catches the pointer, in points.
+const BONE_REACH: f32 = 6.0;
+/// Padding around a person's joints that still counts as the person, in points.
+const PERSON_PAD: f32 = 10.0;
+
+/// Distance from `p` to the segment `a`–`b`.
+fn segment_distance(p: Pos2, a: Pos2, b: Pos2) -> f32 {
+    let ab = b - a;
+    let len2 = ab.length_sq();
+    if len2 <= f32::EPSILON {
+        return p.distance(a);
+    }
+    let t = ((p - a).dot(ab) / len2).clamp(0.0, 1.0);
+    p.distance(a + ab * t)
+}
+
+/// Diagonal hatching inside `rect` (what inpainting regenerates).
+fn hatch(painter: &egui::Painter, rect: Rect, color: Color32) {
+    let p = painter.with_clip_rect(painter.clip_rect().intersect(rect));
+    let step = 9.0;
+    let h = rect.height();
+    let mut x = rect.min.x - h;
+    while x < rect.max.x {
+        p.line_segment(
+            [pos2(x, rect.max.y), pos2(x + h, rect.min.y)],
+            Stroke::new(1.5, color),
+        );
+        x += step;
+    }
+}
+
+/// A `size` picture fitted (whole, centred) into `rect`.
+fn fit_into(rect: Rect, aspect: f32) -> Rect {
+    let (w, h) = if rect.width() / rect.height().max(1e-3) > aspect {
+        (rect.height() * aspect, rect.height())
+    } else {
+        (rect.width(), rect.width() / aspect.max(1e-3))
+    };
+    Rect::from_center_size(rect.center(), vec2(w, h))
+}
+
+const UNUSABLE: Color32 = Color32::from_gray(140);
+
 impl StudioApp {
-    /// The topmost entity with a box under `p` (layout coordinates); later entities are on top.
-    fn entity_at(&self, p: Pos2) -> Option<usize> {
-        self.layout
-            .entities
-            .iter()
-            .enumerate()
+    /// Joint screen positions of person `i` (`None` where hidden).
+    fn joint_positions(&self, tf: &CanvasTransform, i: usize) -> Vec<Option<Pos2>> {
+        match self.layout.entities.get(i) {
+            Some(Entity::Keypoints { points }) => points
+                .iter()
+                .map(|p| p.map(|p| tf.screen_from_layout(pos2(p[0] as f32, p[1] as f32))))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The joint nearest `screen` within reach: the selected person's first, then the topmost.
+    /// `any`: every person, else only the selected one.
+    fn joint_at(&self, tf: &CanvasTransform, screen: Pos2, any: bool) -> Option<(usize, usize)> {
+        let n = self.layout.entities.len();
+        let order = self
+            .selection
+            .into_iter()
+            .chain((0..n).rev().filter(|_| any));
+        for i in order {
+            let best = self
+                .joint_positions(tf, i)
+                .iter()
+                .enumerate()
+                .filter_map(|(k, p)| p.map(|p| (k, p.distance(screen))))
+                .filter(|(_, d)| *d <= HANDLE_REACH)
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((k, _)) = best {
+                return Some((i, k));
+            }
+        }
+        None
+    }
+
+    /// Whether `screen` is on entity `i`: inside a box, or on a person (a joint, a bone, or inside
+    /// the joints' padded bounding box).
+    fn entity_hit(&self, tf: &CanvasTransform, i: usize, screen: Pos2) -> bool {
+        match self.layout.entities.get(i) {
+            Some(Entity::Keypoints { .. }) => {
+                let joints = self.joint_positions(tf, i);
+                let placed: Vec<Pos2> = joints.iter().flatten().copied().collect();
+                if placed.is_empty() {
+                    return false;
+                }
+                let on_bone = COCO_SKELETON.iter().any(|&(a, b)| {
+                    match (
+                        joints.get(a).copied().flatten(),
+                        joints.get(b).copied().flatten(),
+                    ) {
+                        (Some(a), Some(b)) => segment_distance(screen, a, b) <= BONE_REACH,
+                        _ => false,
+                    }
+                });
+                on_bone
+                    || placed.iter().any(|p| p.distance(screen) <= HANDLE_REACH)
+                    || Rect::from_points(&placed)
+                        .expand(PERSON_PAD)
+                        .contains(screen)
+            }
+            Some(e) => e
+                .bbox()
+                .is_some_and(|b| contains(b, tf.layout_from_screen(screen))),
+            None => false,
+        }
+    }
+
+    /// The topmost entity under `screen`; later entities are on top.
+    fn entity_at(&self, tf: &CanvasTransform, screen: Pos2) -> Option<usize> {
+        (0..self.layout.entities.len())
             .rev()
-            .find(|(_, e)| e.bbox().is_some_and(|b| contains(b, p)))
-            .map(|(i, _)| i)
+            .find(|&i| self.entity_hit(tf, i, screen))
     }
 
     fn handle_at(&self, tf: &CanvasTransform, screen: Pos2) -> Option<(usize, Handle)> {
@@ -250,6 +372,7 @@ impl StudioApp {
             .map(|h| (i, h))
     }
 
+    /// What a drag that starts at `screen` does (may place a person with the person tool).
     fn drag_op_at(&mut self, tf: &CanvasTransform, screen: Pos2) -> DragOp {
         if self.tool == Tool::Pan {
             return DragOp::Pan;
@@ -263,29 +386,58 @@ impl StudioApp {
             };
         }
         let p = tf.layout_from_screen(screen);
-        let selected_hit = self.selection.filter(|&i| {
-            self.layout
-                .entities
-                .get(i)
-                .and_then(Entity::bbox)
-                .is_some_and(|b| contains(b, p))
-        });
+        if let Some((index, joint)) = self.joint_at(tf, screen, self.tool != Tool::Draw) {
+            self.selection = Some(index);
+            if let Some(Entity::Keypoints { points }) = self.layout.entities.get(index) {
+                if let Some(Some(original)) = points.get(joint) {
+                    return DragOp::MoveJoint {
+                        index,
+                        joint,
+                        grab: p,
+                        original: *original,
+                    };
+                }
+            }
+        }
+        let selected_hit = self.selection.filter(|&i| self.entity_hit(tf, i, screen));
         let target = match self.tool {
-            Tool::Select => selected_hit.or_else(|| self.entity_at(p)),
+            Tool::Select | Tool::Person => selected_hit.or_else(|| self.entity_at(tf, screen)),
             _ => selected_hit,
         };
         if let Some(index) = target {
             self.selection = Some(index);
-            let original = self.layout.entities[index].bbox().unwrap_or_default();
-            return DragOp::Move {
-                index,
-                grab: p,
-                original,
-            };
+            return self.move_op(index, p);
         }
         match self.tool {
-            Tool::Draw => DragOp::Draw { start: clamp01(p) },
+            Tool::Draw if self.tool_blocker(Tool::Draw).is_none() => {
+                DragOp::Draw { start: clamp01(p) }
+            }
+            Tool::Person => {
+                let at = clamp01(p);
+                match self.place_person([at.x as f64, at.y as f64], false) {
+                    Some(index) => self.move_op(index, p),
+                    None => DragOp::None,
+                }
+            }
             _ => DragOp::None,
+        }
+    }
+
+    fn move_op(&self, index: usize, grab: Pos2) -> DragOp {
+        match &self.layout.entities[index] {
+            Entity::Keypoints { points } => DragOp::MovePerson {
+                index,
+                grab,
+                original: points.clone(),
+            },
+            e => match e.bbox() {
+                Some(original) => DragOp::Move {
+                    index,
+                    grab,
+                    original,
+                },
+                None => DragOp::None,
+            },
         }
     }
 
@@ -342,6 +494,33 @@ impl StudioApp {
                     *b = normalised(nb);
                 }
             }
+            DragOp::MoveJoint {
+                index,
+                joint,
+                grab,
+                original,
+            } => {
+                let x = (original[0] + (p.x - grab.x) as f64).clamp(0.0, 1.0);
+                let y = (original[1] + (p.y - grab.y) as f64).clamp(0.0, 1.0);
+                if let Some(Entity::Keypoints { points }) = self.layout.entities.get_mut(*index) {
+                    if let Some(slot) = points.get_mut(*joint) {
+                        *slot = Some([x, y]);
+                    }
+                }
+            }
+            DragOp::MovePerson {
+                index,
+                grab,
+                original,
+            } => {
+                let (dx, dy) =
+                    inside_offset(original, (p.x - grab.x) as f64, (p.y - grab.y) as f64);
+                if let Some(Entity::Keypoints { points }) = self.layout.entities.get_mut(*index) {
+                    let mut moved = original.clone();
+                    offset_points(&mut moved, dx, dy);
+                    *points = moved;
+                }
+            }
             _ => {}
         }
     }
@@ -389,6 +568,12 @@ impl StudioApp {
                     self.history.push(&drag.before);
                 }
             }
+            DragOp::MoveJoint { .. } | DragOp::MovePerson { .. } => {
+                // Includes a person placed by this drag (the person tool): one undo step.
+                if self.layout != drag.before {
+                    self.history.push(&drag.before);
+                }
+            }
             DragOp::Pan | DragOp::None => {}
         }
         // The layout changed outside the widget path; don't count it twice.
@@ -401,6 +586,7 @@ impl StudioApp {
             Some(drag) => {
                 self.layout = drag.before;
                 self.frame_start = self.layout.clone();
+                self.clamp_selection();
                 true
             }
             None => false,
@@ -419,6 +605,22 @@ impl StudioApp {
 
     pub fn reset_view(&mut self) {
         self.view = CanvasView::default();
+    }
+
+    /// Where the style image's badge is drawn (the canvas's top-right corner).
+    fn style_badge_rect(tf: &CanvasTransform) -> Rect {
+        let side = (tf.rect.width().min(tf.rect.height()) * 0.18).clamp(28.0, 72.0);
+        Rect::from_min_size(
+            tf.rect.right_top() + vec2(-side - 6.0, 6.0),
+            vec2(side, side),
+        )
+    }
+
+    fn style_index(&self) -> Option<usize> {
+        self.layout
+            .entities
+            .iter()
+            .position(|e| matches!(e, Entity::StyleImage { .. }))
     }
 
     pub fn canvas_ui(&mut self, ui: &mut egui::Ui) {
@@ -457,10 +659,11 @@ impl StudioApp {
                 .input(|i| i.pointer.press_origin())
                 .or(pointer)
                 .unwrap_or(tf.rect.center());
+            let before = self.layout.clone();
             let op = self.drag_op_at(&tf, origin);
             self.drag = Some(CanvasDrag {
                 op,
-                before: self.layout.clone(),
+                before,
                 current: tf.layout_from_screen(origin),
             });
         }
@@ -491,13 +694,42 @@ impl StudioApp {
         }
         if response.clicked() {
             if let Some(p) = pointer {
-                let hit = self.entity_at(tf.layout_from_screen(p));
-                self.selection = hit;
-                if hit.is_some() && self.tool == Tool::Pan {
-                    self.tool = Tool::Select;
+                let badge = self
+                    .style_index()
+                    .filter(|_| Self::style_badge_rect(&tf).contains(p));
+                let hit = badge.or_else(|| self.entity_at(&tf, p));
+                if self.tool == Tool::Person && hit.is_none() {
+                    let at = clamp01(tf.layout_from_screen(p));
+                    if tf.rect.contains(p) {
+                        self.place_person([at.x as f64, at.y as f64], true);
+                    }
+                } else {
+                    self.selection = hit;
+                    if hit.is_some() && self.tool == Tool::Pan {
+                        self.tool = Tool::Select;
+                    }
                 }
             }
         }
+        if response.secondary_clicked() {
+            // Right-click on a joint hides it (shown again from the inspector).
+            if let Some((i, k)) = pointer.and_then(|p| self.joint_at(&tf, p, true)) {
+                self.selection = Some(i);
+                self.set_joint_visible(i, k, false);
+            }
+        }
+
+        // The joint under the pointer (or being dragged) gets its name shown.
+        self.hovered_joint = match &self.drag {
+            Some(CanvasDrag {
+                op: DragOp::MoveJoint { index, joint, .. },
+                ..
+            }) => Some((*index, *joint)),
+            Some(_) => None,
+            None => response
+                .hover_pos()
+                .and_then(|p| self.joint_at(&tf, p, self.tool != Tool::Draw)),
+        };
 
         // Cursor.
         if let Some(p) = response.hover_pos() {
@@ -507,7 +739,7 @@ impl StudioApp {
                     ..
                 }) => handle.cursor(),
                 Some(CanvasDrag {
-                    op: DragOp::Move { .. },
+                    op: DragOp::Move { .. } | DragOp::MovePerson { .. } | DragOp::MoveJoint { .. },
                     ..
                 }) => CursorIcon::Grabbing,
                 Some(CanvasDrag {
@@ -519,23 +751,24 @@ impl StudioApp {
                 }) => CursorIcon::Crosshair,
                 _ => match self.handle_at(&tf, p) {
                     Some((_, h)) => h.cursor(),
+                    None if self.hovered_joint.is_some() => CursorIcon::Move,
                     None => match self.tool {
                         Tool::Pan => CursorIcon::Grab,
-                        Tool::Select => {
-                            if self.entity_at(tf.layout_from_screen(p)).is_some() {
+                        Tool::Select | Tool::Person => {
+                            if self.entity_at(&tf, p).is_some() {
                                 CursorIcon::Grab
+                            } else if self.tool == Tool::Person {
+                                if self.person_blocker().is_some() {
+                                    CursorIcon::NotAllowed
+                                } else {
+                                    CursorIcon::Crosshair
+                                }
                             } else {
                                 CursorIcon::Default
                             }
                         }
                         Tool::Draw => {
-                            let lp = tf.layout_from_screen(p);
-                            if self
-                                .selection
-                                .and_then(|i| self.layout.entities.get(i))
-                                .and_then(Entity::bbox)
-                                .is_some_and(|b| contains(b, lp))
-                            {
+                            if self.selection.is_some_and(|i| self.entity_hit(&tf, i, p)) {
                                 CursorIcon::Grab
                             } else {
                                 CursorIcon::Crosshair
@@ -547,7 +780,7 @@ impl StudioApp {
             ui.ctx().set_cursor_icon(icon);
         }
 
-        self.paint_canvas(ui, &painter, &tf);
+        self.last_background = self.paint_canvas(ui, &painter, &tf);
 
         // Hover readout and drop hint.
         let visuals = ui.visuals().clone();
@@ -576,35 +809,93 @@ impl StudioApp {
         );
         if ui.input(|i| !i.raw.hovered_files.is_empty()) {
             painter.rect_filled(area, 0.0, Color32::from_black_alpha(160));
+            let text = if self.unsupported_reason(EntityKind::ImageBox).is_none() {
+                "Drop a picture to add an image box (on an image box: replace its picture),\nor a layout JSON or a Glichen PNG to open it"
+            } else {
+                "Drop a layout JSON or a Glichen PNG to open it"
+            };
             painter.text(
                 area.center(),
                 egui::Align2::CENTER_CENTER,
-                "Drop a layout JSON or a Glichen PNG to open it",
-                egui::FontId::proportional(22.0),
+                text,
+                egui::FontId::proportional(20.0),
                 Color32::WHITE,
             );
         }
     }
 
-    fn paint_canvas(&self, ui: &egui::Ui, painter: &egui::Painter, tf: &CanvasTransform) {
+    /// Draws the canvas; returns what it showed under the layout.
+    fn paint_canvas(
+        &mut self,
+        ui: &egui::Ui,
+        painter: &egui::Painter,
+        tf: &CanvasTransform,
+    ) -> CanvasBackground {
+        let ctx = ui.ctx().clone();
+        let base = self.picture_base();
+        let limits = self.model_limits();
         let painter = painter.with_clip_rect(painter.clip_rect().intersect(ui.max_rect()));
         let r = tf.rect;
-        // Checkerboard-free neutral backdrop with a frame.
         painter.rect_filled(r, 0.0, Color32::from_gray(38));
         let uv = Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0));
-        let mut showing_image = false;
+        let mut background = CanvasBackground::Blank;
         if self.settings.show_image {
             match &self.canvas_image {
                 Some(CanvasImage::Preview { texture, .. }) => {
                     painter.image(texture.id(), r, uv, Color32::WHITE);
-                    showing_image = true;
+                    background = CanvasBackground::Preview;
                 }
                 Some(CanvasImage::Result { texture, .. }) => {
                     painter.image(texture.id(), r, uv, Color32::WHITE);
-                    showing_image = true;
+                    background = CanvasBackground::Result;
                 }
                 None => {}
             }
+        }
+        let small = egui::FontId::proportional(13.0);
+        if let Some(inpaint) = self.layout.inpaint.clone() {
+            if background == CanvasBackground::Blank {
+                match self.pictures.get(&ctx, &inpaint.image, base.as_deref()) {
+                    PictureState::Ready(p) => {
+                        // What the pipeline keeps: the centre crop at the canvas's aspect ratio.
+                        let crop = p.centre_crop_uv(self.layout.width, self.layout.height);
+                        painter.image(p.texture.id(), r, crop, Color32::WHITE);
+                        background = CanvasBackground::Inpaint;
+                    }
+                    PictureState::Loading => {
+                        painter.text(
+                            r.center(),
+                            egui::Align2::CENTER_CENTER,
+                            "Loading the picture to inpaint…",
+                            small.clone(),
+                            Color32::from_gray(170),
+                        );
+                    }
+                    PictureState::Failed(e) => {
+                        painter.text(
+                            r.center(),
+                            egui::Align2::CENTER_CENTER,
+                            format!("(!) The picture to inpaint cannot be shown: {e}"),
+                            small.clone(),
+                            Color32::from_rgb(255, 120, 120),
+                        );
+                    }
+                }
+            }
+            let note = if limits.supports_inpainting {
+                "Inpainting: hatched boxes are regenerated, the rest of the picture is kept"
+                    .to_string()
+            } else {
+                "(!) Inpainting picture not used: this model does not inpaint".to_string()
+            };
+            let galley = painter.layout_no_wrap(note, small.clone(), Color32::WHITE);
+            let pos = r.left_bottom() + vec2(4.0, -galley.size().y - 6.0);
+            painter.rect_filled(
+                Rect::from_min_size(pos - vec2(3.0, 2.0), galley.size() + vec2(6.0, 4.0)),
+                3.0,
+                Color32::from_black_alpha(170),
+            );
+            painter.galley(pos, galley, Color32::WHITE);
         }
         painter.rect_stroke(
             r,
@@ -612,50 +903,135 @@ impl StudioApp {
             Stroke::new(1.0, Color32::from_gray(90)),
             StrokeKind::Outside,
         );
-        if !showing_image && self.layout.entities.is_empty() && self.drag.is_none() {
+        if background == CanvasBackground::Blank
+            && self.layout.entities.is_empty()
+            && self.drag.is_none()
+            && self.layout.inpaint.is_none()
+        {
+            let hint = match self.tool {
+                Tool::Person => "Click on the canvas to place a person",
+                Tool::Draw => "Drag on the canvas to draw a box, or drop a picture on it",
+                _ => "Draw a box (B), place a person (P) or drop a picture on the canvas",
+            };
             painter.text(
                 r.center(),
                 egui::Align2::CENTER_CENTER,
-                "Drag on the canvas to draw a box",
+                hint,
                 egui::FontId::proportional(18.0),
                 Color32::from_gray(130),
             );
         }
         if !self.settings.show_boxes {
-            return;
+            return background;
         }
-        let font = egui::FontId::proportional(13.0);
-        for (i, entity) in self.layout.entities.iter().enumerate() {
-            let color = entity_color(i);
+        let font = small;
+        let inpainting = self.layout.inpaint.is_some();
+        let entities = self.layout.entities.clone();
+        for (i, entity) in entities.iter().enumerate() {
+            let usable = limits.supports(entity.kind());
+            let color = if usable { entity_color(i) } else { UNUSABLE };
             let selected = self.selection == Some(i);
             let has_issue = self
                 .issues
                 .under(&format!("entities[{i}]"))
                 .next()
                 .is_some();
+            let warn = if !usable {
+                "(!) "
+            } else if has_issue {
+                "! "
+            } else {
+                ""
+            };
+            let stroke_color = if has_issue && usable {
+                Color32::from_rgb(255, 80, 80)
+            } else {
+                color
+            };
             match entity {
-                Entity::Keypoints { points } => {
-                    for p in points.iter().flatten() {
-                        let s = tf.screen_from_layout(pos2(p[0] as f32, p[1] as f32));
-                        painter.circle_filled(s, if selected { 5.0 } else { 3.5 }, color);
+                Entity::Keypoints { .. } => {
+                    self.paint_person(&painter, tf, i, color, selected, warn, &font);
+                    continue;
+                }
+                Entity::StyleImage { image } => {
+                    if self.style_index() == Some(i) {
+                        let badge = Self::style_badge_rect(tf);
+                        painter.rect_filled(badge.expand(2.0), 3.0, Color32::from_black_alpha(180));
+                        match self.pictures.get(&ctx, image, base.as_deref()) {
+                            PictureState::Ready(p) => {
+                                let tint = if usable {
+                                    Color32::WHITE
+                                } else {
+                                    Color32::from_white_alpha(90)
+                                };
+                                painter.image(
+                                    p.texture.id(),
+                                    fit_into(badge, p.aspect()),
+                                    uv,
+                                    tint,
+                                );
+                            }
+                            PictureState::Loading => {}
+                            PictureState::Failed(_) => {
+                                painter.text(
+                                    badge.center(),
+                                    egui::Align2::CENTER_CENTER,
+                                    "(!)",
+                                    font.clone(),
+                                    Color32::from_rgb(255, 120, 120),
+                                );
+                            }
+                        }
+                        painter.rect_stroke(
+                            badge.expand(2.0),
+                            3.0,
+                            Stroke::new(if selected { 3.0 } else { 1.5 }, stroke_color),
+                            StrokeKind::Outside,
+                        );
+                        painter.text(
+                            badge.center_bottom() + vec2(0.0, 4.0),
+                            egui::Align2::CENTER_TOP,
+                            format!("{warn}style"),
+                            font.clone(),
+                            stroke_color,
+                        );
                     }
                     continue;
                 }
-                Entity::StyleImage { .. } => continue,
                 _ => {}
             }
             let Some(b) = entity.bbox() else { continue };
             let rect = tf.screen_rect_from_box(b);
+            let mut picture_note = None;
+            if let Entity::ImageBox { image, .. } = entity {
+                match self.pictures.get(&ctx, image, base.as_deref()) {
+                    PictureState::Ready(p) => {
+                        let tint = if usable {
+                            Color32::from_white_alpha(235)
+                        } else {
+                            Color32::from_white_alpha(70)
+                        };
+                        painter.image(
+                            p.texture.id(),
+                            fit_into(rect.shrink(2.0), p.aspect()),
+                            uv,
+                            tint,
+                        );
+                    }
+                    PictureState::Loading => picture_note = Some("loading…".to_string()),
+                    PictureState::Failed(_) => {
+                        picture_note = Some("(!) picture missing".to_string())
+                    }
+                }
+            }
+            if inpainting {
+                hatch(&painter, rect, color.gamma_multiply(0.55));
+            }
             painter.rect_filled(
                 rect,
                 0.0,
                 color.gamma_multiply(if selected { 0.22 } else { 0.12 }),
             );
-            let stroke_color = if has_issue {
-                Color32::from_rgb(255, 80, 80)
-            } else {
-                color
-            };
             painter.rect_stroke(
                 rect,
                 0.0,
@@ -663,21 +1039,30 @@ impl StudioApp {
                 StrokeKind::Inside,
             );
             let phrase = entity.phrase().unwrap_or("");
-            let label = if phrase.trim().is_empty() {
-                format!("{} (no phrase)", i + 1)
-            } else {
-                format!("{} {}", i + 1, short(phrase, 40))
+            let mut label = match entity {
+                Entity::ImageBox { .. } if phrase.trim().is_empty() => format!("{} picture", i + 1),
+                Entity::ImageBox { .. } => format!("{} picture · {}", i + 1, short(phrase, 36)),
+                _ if phrase.trim().is_empty() => format!("{} (no phrase)", i + 1),
+                _ => format!("{} {}", i + 1, short(phrase, 40)),
             };
-            let label = if has_issue {
-                format!("! {label}")
-            } else {
-                label
-            };
+            if !usable {
+                label.push_str(" · not used by this model");
+            }
+            let label = format!("{warn}{label}");
             let galley = painter.layout_no_wrap(label, font.clone(), Color32::BLACK);
             let pos = rect.min + vec2(2.0, 2.0);
             let bg = Rect::from_min_size(pos, galley.size() + vec2(6.0, 2.0));
             painter.rect_filled(bg, 2.0, stroke_color);
             painter.galley(pos + vec2(3.0, 1.0), galley, Color32::BLACK);
+            if let Some(note) = picture_note {
+                painter.text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    note,
+                    font.clone(),
+                    Color32::WHITE,
+                );
+            }
             if selected {
                 for h in Handle::ALL {
                     let c = h.pos(rect);
@@ -715,6 +1100,102 @@ impl StudioApp {
                 font,
                 Color32::WHITE,
             );
+        }
+        background
+    }
+
+    /// A person: bones between placed joints (the person's left side lighter), joint dots, a label.
+    #[allow(clippy::too_many_arguments)]
+    fn paint_person(
+        &self,
+        painter: &egui::Painter,
+        tf: &CanvasTransform,
+        i: usize,
+        color: Color32,
+        selected: bool,
+        warn: &str,
+        font: &egui::FontId,
+    ) {
+        let joints = self.joint_positions(tf, i);
+        let placed: Vec<Pos2> = joints.iter().flatten().copied().collect();
+        if placed.is_empty() {
+            return;
+        }
+        let right = color.gamma_multiply(0.6);
+        let width = if selected { 4.0 } else { 3.0 };
+        for &(a, b) in COCO_SKELETON.iter() {
+            if let (Some(Some(pa)), Some(Some(pb))) = (joints.get(a), joints.get(b)) {
+                let c = if is_left_joint(a) || is_left_joint(b) {
+                    color
+                } else if a <= 4 && b <= 4 {
+                    color.gamma_multiply(0.8)
+                } else {
+                    right
+                };
+                painter.line_segment(
+                    [*pa, *pb],
+                    Stroke::new(width + 2.0, Color32::from_black_alpha(120)),
+                );
+                painter.line_segment([*pa, *pb], Stroke::new(width, c));
+            }
+        }
+        for (k, p) in joints.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let c = if is_left_joint(k) { color } else { right };
+            let radius = if selected { 5.5 } else { 4.0 };
+            painter.circle_filled(*p, radius, c);
+            painter.circle_stroke(
+                *p,
+                radius,
+                Stroke::new(
+                    if selected { 1.5 } else { 1.0 },
+                    if selected {
+                        Color32::WHITE
+                    } else {
+                        Color32::BLACK
+                    },
+                ),
+            );
+        }
+        let bounds = Rect::from_points(&placed).expand(PERSON_PAD);
+        if selected {
+            painter.rect_stroke(
+                bounds,
+                2.0,
+                Stroke::new(1.0, color.gamma_multiply(0.7)),
+                StrokeKind::Outside,
+            );
+        }
+        let hidden = joints.iter().filter(|p| p.is_none()).count();
+        let mut label = format!("{warn}{} person", i + 1);
+        if hidden > 0 {
+            label.push_str(&format!(" · {hidden} hidden"));
+        }
+        if warn == "(!) " {
+            label.push_str(" · not used by this model");
+        }
+        let galley = painter.layout_no_wrap(label, font.clone(), Color32::BLACK);
+        let pos = bounds.left_top() - vec2(0.0, galley.size().y + 4.0);
+        painter.rect_filled(
+            Rect::from_min_size(pos, galley.size() + vec2(6.0, 2.0)),
+            2.0,
+            color,
+        );
+        painter.galley(pos + vec2(3.0, 1.0), galley, Color32::BLACK);
+        if let Some((hi, hk)) = self.hovered_joint {
+            if hi == i {
+                if let Some(Some(p)) = joints.get(hk) {
+                    let text = joint_label(hk);
+                    let galley = painter.layout_no_wrap(text, font.clone(), Color32::WHITE);
+                    let pos = *p + vec2(9.0, -galley.size().y / 2.0);
+                    painter.rect_filled(
+                        Rect::from_min_size(pos - vec2(3.0, 1.0), galley.size() + vec2(6.0, 2.0)),
+                        2.0,
+                        Color32::from_black_alpha(200),
+                    );
+                    painter.galley(pos, galley, Color32::WHITE);
+                }
+            }
         }
     }
 }

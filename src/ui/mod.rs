@@ -5,14 +5,18 @@
 //! on files: the worker's events are drained with `try_recv`, dialogs and file reads/writes run on
 //! threads behind `poll-promise`, autosaves on their own thread.
 //!
-//! Submodules: `canvas` (drawing and editing boxes, the `screen_from_layout`/`layout_from_screen`
-//! transforms), `panels` (tools, inspector, prompt, sampling, progress, history strip, model),
-//! `preview` (latents → RGB through `shaders/latent_preview.wgsl`), `files` (documents, settings,
-//! autosave), `png` (PNGs carrying their layout).
+//! Submodules: `canvas` (drawing and editing boxes, image boxes and people, the inpainting
+//! background, the `screen_from_layout`/`layout_from_screen` transforms), `edit` (adding pictures,
+//! people, the style image and the inpainting picture; joints), `panels` (tools, inspector, prompt,
+//! sampling, progress, history strip, model), `pictures` (reference pictures decoded off the UI
+//! thread into textures), `preview` (latents → RGB through `shaders/latent_preview.wgsl`), `files`
+//! (documents, settings, autosave).
 
 pub mod canvas;
+mod edit;
 pub mod files;
 mod panels;
+pub mod pictures;
 
 pub mod preview;
 
@@ -21,6 +25,7 @@ use crate::pipeline::scheduler::SchedulerType;
 use crate::pipeline::GenerateOptions;
 use crate::worker::{Event, JobId, LoadId, LoadRequest, ModelInfo, Worker};
 use canvas::{CanvasDrag, CanvasView};
+pub use edit::{default_person, PicturePurpose, COCO_SKELETON};
 use files::{Autosaver, LoadedDoc, Settings};
 use poll_promise::Promise;
 use preview::{PreviewRenderer, PreviewTexture};
@@ -68,10 +73,18 @@ impl Dialogs {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DialogKind {
     OpenDocument,
-    SaveLayout { suggested: String },
-    ExportPng { suggested: String },
+    SaveLayout {
+        suggested: String,
+    },
+    ExportPng {
+        suggested: String,
+    },
     ModelFolder,
     ModelFile,
+    /// A PNG or JPEG picture (image box, style image, picture to inpaint).
+    OpenPicture {
+        title: String,
+    },
 }
 
 fn run_dialog(dialogs: &Dialogs, kind: &DialogKind) -> Option<PathBuf> {
@@ -103,6 +116,10 @@ fn run_dialog(dialogs: &Dialogs, kind: &DialogKind) -> Option<PathBuf> {
             DialogKind::ModelFile => rfd::FileDialog::new()
                 .set_title("Choose an original GLIGEN checkpoint")
                 .add_filter("Checkpoints", &["bin", "pth", "ckpt", "safetensors"])
+                .pick_file(),
+            DialogKind::OpenPicture { title } => rfd::FileDialog::new()
+                .set_title(title)
+                .add_filter("Pictures (PNG, JPEG)", &pictures::PICTURE_EXTENSIONS)
                 .pick_file(),
         },
     }
@@ -259,6 +276,8 @@ enum FileOutcome {
     Saved(Result<PathBuf, String>),
     Exported(Result<PathBuf, String>),
     ModelPicked(Option<PathBuf>),
+    /// A picture chosen or dropped, checked (not yet decoded for display).
+    Picture(PicturePurpose, Result<edit::PickedPicture, String>),
     Cancelled,
 }
 
@@ -271,6 +290,19 @@ pub enum Tool {
     Select,
     /// Drag to pan the view.
     Pan,
+    /// Click to place a person (17 COCO keypoints); drag a joint or the body to pose and move.
+    Person,
+}
+
+/// What the canvas showed under the layout in the last frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CanvasBackground {
+    #[default]
+    Blank,
+    Preview,
+    Result,
+    /// The picture to inpaint (centre-cropped to the canvas).
+    Inpaint,
 }
 
 /// The studio app.
@@ -292,6 +324,10 @@ pub struct StudioApp {
     text_focus_last_frame: bool,
     canvas_image: Option<CanvasImage>,
     last_canvas_rect: Option<egui::Rect>,
+    last_background: CanvasBackground,
+    /// The joint under the pointer (entity, joint), for its name label.
+    hovered_joint: Option<(usize, usize)>,
+    pictures: pictures::PictureCache,
 
     // Generation.
     worker: Worker,
@@ -403,6 +439,9 @@ impl StudioApp {
             text_focus_last_frame: false,
             canvas_image: None,
             last_canvas_rect: None,
+            last_background: CanvasBackground::Blank,
+            hovered_joint: None,
+            pictures: pictures::PictureCache::default(),
             worker,
             model: ModelState::None,
             run: None,
@@ -508,6 +547,22 @@ impl StudioApp {
     pub fn is_busy_with_files(&self) -> bool {
         !self.file_tasks.is_empty()
     }
+    /// Pictures still being decoded for display.
+    pub fn pictures_loading(&self) -> usize {
+        self.pictures.loading()
+    }
+    /// What the canvas showed under the layout in the last frame.
+    pub fn canvas_background(&self) -> CanvasBackground {
+        self.last_background
+    }
+    pub fn tool(&self) -> Tool {
+        self.tool
+    }
+    pub fn set_tool(&mut self, tool: Tool) {
+        if self.tool_blocker(tool).is_none() {
+            self.tool = tool;
+        }
+    }
     pub fn document_path(&self) -> Option<&Path> {
         self.settings.document_path.as_deref()
     }
@@ -585,7 +640,8 @@ impl StudioApp {
         }
     }
 
-    fn model_limits(&self) -> ModelLimits {
+    /// What the loaded model takes ([`ModelLimits::permissive`] before one is loaded).
+    pub fn model_limits(&self) -> ModelLimits {
         match &self.model {
             ModelState::Ready(info) => info.limits.clone(),
             _ => ModelLimits::permissive(),
@@ -600,6 +656,11 @@ impl StudioApp {
             ModelState::Ready(_) => {}
             ModelState::Loading { .. } => return Some("the model is still loading".into()),
             _ => return Some("no model is loaded".into()),
+        }
+        if self.layout.inpaint.is_none() && self.model_limits().supports_inpainting {
+            return Some(
+                "this is a grounded-inpainting model: open a picture to inpaint first".into(),
+            );
         }
         if !self.issues.is_empty() {
             return Some(format!(
@@ -1047,6 +1108,13 @@ impl StudioApp {
                         let request = self.load_request(&path.display().to_string());
                         self.load_model(request);
                     }
+                    FileOutcome::Picture(purpose, Ok(picked)) => {
+                        self.apply_picture(purpose, picked)
+                    }
+                    FileOutcome::Picture(_, Err(e)) => self.notify(
+                        NoticeLevel::Error,
+                        format!("Could not use the picture: {e}"),
+                    ),
                     FileOutcome::ModelPicked(None) | FileOutcome::Cancelled => {}
                 },
                 Err(task) => still.push(task),
@@ -1069,25 +1137,42 @@ impl StudioApp {
 
     fn handle_dropped_files(&mut self, ctx: &egui::Context) {
         let dropped = ctx.input(|i| i.raw.dropped_files.clone());
-        for file in dropped {
+        if dropped.is_empty() {
+            return;
+        }
+        // Where the pointer was when the files were dropped decides what a picture becomes.
+        let pointer = ctx.input(|i| i.pointer.latest_pos());
+        for (k, file) in dropped.into_iter().enumerate() {
             let path = file.path().to_path_buf();
-            if path.as_os_str().is_empty() {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let ext = path
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                .unwrap_or_default();
+            if !path.as_os_str().is_empty() && ext == "json" {
+                self.open_path(path);
+                continue;
+            }
+            // Pictures (and Glichen PNGs, which open their layout unless dropped on an image box).
+            let purpose = self.drop_purpose(pointer, k);
+            let source = if path.as_os_str().is_empty() {
                 match file.bytes() {
-                    Ok(bytes) => match files::load_document_bytes("dropped", &bytes, None) {
-                        Ok(doc) => self.apply_loaded(doc),
-                        Err(e) => self.notify(
+                    Ok(bytes) => edit::DropSource::Bytes(name, bytes),
+                    Err(e) => {
+                        self.notify(
                             NoticeLevel::Error,
-                            format!("Could not open the dropped file: {e}"),
-                        ),
-                    },
-                    Err(e) => self.notify(
-                        NoticeLevel::Error,
-                        format!("Could not read the dropped file: {e}"),
-                    ),
+                            format!("Could not read the dropped file: {e}"),
+                        );
+                        continue;
+                    }
                 }
             } else {
-                self.open_path(path);
-            }
+                edit::DropSource::Path(path)
+            };
+            self.spawn_file_task("glichen-drop", move || edit::read_dropped(source, purpose));
         }
     }
 
@@ -1187,6 +1272,7 @@ impl eframe::App for StudioApp {
         self.frame_began = Some(Instant::now());
         self.drain_worker(ctx);
         self.poll_files(ctx);
+        self.pictures.poll(ctx);
         if self.run.is_some() || matches!(self.model, ModelState::Loading { .. }) {
             // Keep the elapsed-time readout moving without busy repainting.
             ctx.request_repaint_after(Duration::from_millis(250));
@@ -1198,6 +1284,7 @@ impl eframe::App for StudioApp {
         // (Not in `logic`: while the window is hidden, `logic` sees the last shown frame's input.)
         self.handle_dropped_files(ui.ctx());
         self.frame_start = self.layout.clone();
+        self.sync_tool_with_model();
         self.issues = match self.layout.validate_for(&self.model_limits()) {
             Ok(()) => ValidationErrors::default(),
             Err(e) => e,

@@ -2,9 +2,12 @@
 //! Generate/Cancel with progress, the model chooser, the history strip and the status bar.
 
 use super::canvas::entity_color;
+use super::edit::{default_person, joint_label, offset_entity, points_bbox, PicturePurpose};
+use super::pictures::{describe_reference, PictureState};
 use super::{CanvasImage, ModelState, NoticeLevel, StudioApp, Tool};
 use crate::layout::{
-    Entity, Layout, SchedulerKind, DEFAULT_ALPHA0, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS,
+    Entity, EntityKind, Layout, SchedulerKind, DEFAULT_ALPHA0, DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS, KEYPOINTS_PER_PERSON,
 };
 use egui::{Button, Color32, Key, KeyboardShortcut, Modifiers, RichText};
 
@@ -108,6 +111,9 @@ impl StudioApp {
                 if i.key_pressed(Key::H) {
                     a.tool = Some(Tool::Pan);
                 }
+                if i.key_pressed(Key::P) {
+                    a.tool = Some(Tool::Person);
+                }
                 if i.key_pressed(Key::F) {
                     a.fit = true;
                 }
@@ -143,7 +149,12 @@ impl StudioApp {
             self.nudge_selected(dx, dy);
         }
         if let Some(t) = a.tool {
-            self.tool = t;
+            match self.tool_blocker(t) {
+                None => self.tool = t,
+                Some(reason) => {
+                    self.notify(NoticeLevel::Warning, format!("That tool is off: {reason}."))
+                }
+            }
         }
         if a.fit {
             self.reset_view();
@@ -170,24 +181,25 @@ impl StudioApp {
         let Some(i) = self.selection.filter(|&i| i < self.layout.entities.len()) else {
             return;
         };
+        if matches!(self.layout.entities[i], Entity::Keypoints { .. }) {
+            if let Some(reason) = self.person_blocker() {
+                self.notify(NoticeLevel::Warning, format!("No person added: {reason}."));
+                return;
+            }
+        }
         self.history.push(&self.layout);
         let mut copy = self.layout.entities[i].clone();
         let (dx, dy) = (
             16.0 / self.layout.width.max(1) as f64,
             16.0 / self.layout.height.max(1) as f64,
         );
-        if let Some(b) = copy.bbox_mut() {
-            let (w, h) = (b[2] - b[0], b[3] - b[1]);
-            let x0 = (b[0] + dx).min(1.0 - w).max(0.0);
-            let y0 = (b[1] + dy).min(1.0 - h).max(0.0);
-            *b = [x0, y0, x0 + w, y0 + h];
-        }
+        offset_entity(&mut copy, dx, dy);
         self.layout.entities.insert(i + 1, copy);
         self.selection = Some(i + 1);
         self.frame_start = self.layout.clone();
     }
 
-    /// Moves the selected box by (dx, dy) layout pixels, staying on the canvas.
+    /// Moves the selected box or person by (dx, dy) layout pixels, staying on the canvas.
     pub fn nudge_selected(&mut self, dx: f64, dy: f64) {
         let Some(i) = self.selection else { return };
         let (w, h) = (
@@ -195,13 +207,10 @@ impl StudioApp {
             self.layout.height.max(1) as f64,
         );
         let before = self.layout.clone();
-        let Some(b) = self.layout.entities.get_mut(i).and_then(Entity::bbox_mut) else {
+        let Some(e) = self.layout.entities.get_mut(i) else {
             return;
         };
-        let (bw, bh) = (b[2] - b[0], b[3] - b[1]);
-        let x0 = (b[0] + dx / w).clamp(0.0, (1.0 - bw).max(0.0));
-        let y0 = (b[1] + dy / h).clamp(0.0, (1.0 - bh).max(0.0));
-        *b = [x0, y0, x0 + bw, y0 + bh];
+        offset_entity(e, dx / w, dy / h);
         if self.layout != before {
             self.history
                 .push_coalesced(&before, &format!("nudge entities[{i}]"));
@@ -323,9 +332,31 @@ impl StudioApp {
         egui::Panel::left("glichen-tools").resizable(false).exact_size(190.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 ui.heading("Tools");
-                ui.selectable_value(&mut self.tool, Tool::Draw, "Draw box (B)");
-                ui.selectable_value(&mut self.tool, Tool::Select, "Select / move (V)");
-                ui.selectable_value(&mut self.tool, Tool::Pan, "Pan (H)");
+                self.tool_button_ui(ui, Tool::Draw, "Draw box (B)", "Drag on the canvas to draw a text box");
+                self.tool_button_ui(ui, Tool::Select, "Select / move (V)", "Click to select; drag a box, a person or a joint to move it");
+                self.tool_button_ui(ui, Tool::Person, "Person (P)", "Click to place a standing person (17 joints); drag a joint to pose it, the body to move it; right-click a joint to hide it");
+                self.tool_button_ui(ui, Tool::Pan, "Pan (H)", "Drag to move the view");
+                let image_box = self.unsupported_reason(EntityKind::ImageBox);
+                let r = ui
+                    .add_enabled(image_box.is_none(), Button::new("Add image box…"))
+                    .on_hover_text("Choose a PNG or JPEG: its content is grounded in a box (or drop a picture on the canvas)");
+                let r = match &image_box {
+                    Some(reason) => r.on_disabled_hover_text(format!("Off: {reason}")),
+                    None => r,
+                };
+                if r.clicked() {
+                    self.pick_picture_dialog(PicturePurpose::NewBox { at: None });
+                }
+                let limits = self.model_limits();
+                if limits.supports_keypoints {
+                    let people = self.layout.people_count();
+                    let text = format!("{people} of {} people", limits.max_people);
+                    ui.label(if people > limits.max_people {
+                        RichText::new(text).color(ERROR_COLOR)
+                    } else {
+                        RichText::new(text).weak()
+                    });
+                }
                 ui.separator();
                 ui.checkbox(&mut self.settings.snap, "Snap to latent grid (8 px)");
                 ui.checkbox(&mut self.settings.show_boxes, "Show boxes");
@@ -350,6 +381,23 @@ impl StudioApp {
                 ui.label(RichText::new("Keys: Delete, Ctrl+D duplicate, arrows nudge (Shift ×10), Ctrl+Z / Ctrl+Shift+Z, Esc").small().weak());
             });
         });
+    }
+
+    fn tool_button_ui(&mut self, ui: &mut egui::Ui, tool: Tool, label: &str, help: &str) {
+        let blocker = self.tool_blocker(tool);
+        let r = ui
+            .add_enabled(
+                blocker.is_none(),
+                Button::selectable(self.tool == tool, label),
+            )
+            .on_hover_text(help);
+        let r = match blocker {
+            Some(reason) => r.on_disabled_hover_text(format!("Off: {reason}")),
+            None => r,
+        };
+        if r.clicked() {
+            self.tool = tool;
+        }
     }
 
     fn canvas_size_ui(&mut self, ui: &mut egui::Ui) {
@@ -801,23 +849,43 @@ impl StudioApp {
             ui.label(RichText::new(count_text).weak());
         }
         let mut select = None;
+        let mut person_number = 0;
         for (i, e) in self.layout.entities.iter().enumerate() {
+            let unusable = self.unsupported_reason(e.kind());
             ui.horizontal(|ui| {
                 let (rect, _) =
                     ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
-                ui.painter().rect_filled(rect, 2.0, entity_color(i));
+                let swatch = if unusable.is_some() {
+                    Color32::from_gray(140)
+                } else {
+                    entity_color(i)
+                };
+                ui.painter().rect_filled(rect, 2.0, swatch);
                 let name = match e {
                     Entity::TextBox { phrase, .. } if phrase.trim().is_empty() => {
                         "(no phrase)".to_string()
                     }
                     Entity::TextBox { phrase, .. } => phrase.clone(),
-                    Entity::ImageBox { phrase, .. } => {
-                        format!("image box {}", phrase.as_deref().unwrap_or(""))
+                    Entity::ImageBox { phrase, image, .. } => match phrase {
+                        Some(p) if !p.trim().is_empty() => {
+                            format!("picture {} · {p}", describe_reference(image))
+                        }
+                        _ => format!("picture {}", describe_reference(image)),
+                    },
+                    Entity::StyleImage { image } => {
+                        format!("style image {}", describe_reference(image))
                     }
-                    Entity::StyleImage { .. } => "style image".into(),
-                    Entity::Keypoints { .. } => "person (keypoints)".into(),
+                    Entity::Keypoints { points } => {
+                        person_number += 1;
+                        let placed = points.iter().flatten().count();
+                        format!(
+                            "person {person_number} ({placed} of {KEYPOINTS_PER_PERSON} joints)"
+                        )
+                    }
                 };
-                let warn = if self
+                let warn = if unusable.is_some() {
+                    "(!) "
+                } else if self
                     .issues
                     .under(&format!("entities[{i}]"))
                     .next()
@@ -837,35 +905,198 @@ impl StudioApp {
                     select = Some(i);
                 }
             });
+            if let Some(reason) = unusable {
+                ui.label(
+                    RichText::new(format!("(!) not used by this model: {reason}"))
+                        .small()
+                        .color(ERROR_COLOR),
+                );
+            }
         }
         if let Some(i) = select {
             self.selection = Some(i);
         }
         if self.layout.entities.is_empty() {
             ui.label(
-                RichText::new("Drag on the canvas to draw a box, then type what goes in it.")
-                    .weak(),
+                RichText::new(
+                    "Drag on the canvas to draw a box, then type what goes in it. Drop a picture for an image box; the person tool (P) places people.",
+                )
+                .weak(),
             );
         }
         ui.separator();
-        let Some(i) = self.selection.filter(|&i| i < self.layout.entities.len()) else {
-            ui.label(RichText::new("Nothing selected").weak());
-            return;
-        };
-        self.entity_ui(ui, i);
+        match self.selection.filter(|&i| i < self.layout.entities.len()) {
+            Some(i) => self.entity_ui(ui, i),
+            None => {
+                ui.label(RichText::new("Nothing selected").weak());
+            }
+        }
+        ui.separator();
+        self.style_slot_ui(ui);
+        ui.separator();
+        self.inpaint_slot_ui(ui);
+    }
+
+    /// A thumbnail of a layout picture (decoded off the UI thread), at most `max` points.
+    fn picture_thumb_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        reference: &str,
+        max: egui::Vec2,
+        usable: bool,
+    ) {
+        let base = self.picture_base();
+        let location = self.picture_location(reference);
+        let ctx = ui.ctx().clone();
+        match self.pictures.get(&ctx, reference, base.as_deref()) {
+            PictureState::Ready(p) => {
+                let aspect = p.aspect();
+                let size = if max.x / max.y > aspect {
+                    egui::vec2(max.y * aspect, max.y)
+                } else {
+                    egui::vec2(max.x, max.x / aspect)
+                };
+                let tint = if usable {
+                    Color32::WHITE
+                } else {
+                    Color32::from_white_alpha(90)
+                };
+                let hover = format!("{location}\n{} × {} px", p.size[0], p.size[1]);
+                ui.add(
+                    egui::Image::from_texture(egui::load::SizedTexture::new(p.texture.id(), size))
+                        .tint(tint),
+                )
+                .on_hover_text(hover);
+            }
+            PictureState::Loading => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(RichText::new("Loading the picture…").weak());
+                });
+            }
+            PictureState::Failed(e) => {
+                let e = e.to_string();
+                ui.label(
+                    RichText::new(format!("(!) The picture cannot be shown: {e}"))
+                        .color(ERROR_COLOR),
+                );
+            }
+        }
+    }
+
+    /// The style image: one picture whose style steers the whole image.
+    fn style_slot_ui(&mut self, ui: &mut egui::Ui) {
+        ui.label(RichText::new("Style image").strong());
+        let blocker = self.unsupported_reason(EntityKind::StyleImage);
+        let current = self.layout.entities.iter().find_map(|e| match e {
+            Entity::StyleImage { image } => Some(image.clone()),
+            _ => None,
+        });
+        if let Some(image) = &current {
+            self.picture_thumb_ui(ui, image, egui::vec2(120.0, 90.0), blocker.is_none());
+            ui.label(RichText::new(describe_reference(image)).small().weak());
+        } else {
+            ui.label(
+                RichText::new("None: a reference picture whose style steers the whole image.")
+                    .small()
+                    .weak(),
+            );
+        }
+        if let (Some(reason), Some(_)) = (&blocker, &current) {
+            ui.label(
+                RichText::new(format!("(!) not used by this model: {reason}"))
+                    .small()
+                    .color(ERROR_COLOR),
+            );
+        }
+        ui.horizontal(|ui| {
+            let label = if current.is_some() {
+                "Replace style image…"
+            } else {
+                "Choose style image…"
+            };
+            let r = ui
+                .add_enabled(blocker.is_none(), Button::new(label))
+                .on_hover_text("A PNG or JPEG whose style steers the whole picture");
+            let r = match &blocker {
+                Some(reason) => r.on_disabled_hover_text(format!("Off: {reason}")),
+                None => r,
+            };
+            if r.clicked() {
+                self.pick_picture_dialog(PicturePurpose::Style);
+            }
+            if ui
+                .add_enabled(current.is_some(), Button::new("Clear style image"))
+                .on_hover_text("Remove the style image (undoable)")
+                .clicked()
+            {
+                self.clear_style_image();
+            }
+        });
+    }
+
+    /// Grounded inpainting: the picture whose boxed regions are regenerated.
+    fn inpaint_slot_ui(&mut self, ui: &mut egui::Ui) {
+        ui.label(RichText::new("Inpainting").strong());
+        let blocker = self.inpaint_blocker();
+        let current = self.layout.inpaint.as_ref().map(|i| i.image.clone());
+        if let Some(image) = &current {
+            self.picture_thumb_ui(ui, image, egui::vec2(120.0, 90.0), blocker.is_none());
+            ui.label(
+                RichText::new(format!(
+                    "{}: the boxes mark what is regenerated (hatched on the canvas); the rest is kept. The picture is centre-cropped to the canvas's aspect ratio.",
+                    describe_reference(image)
+                ))
+                .small()
+                .weak(),
+            );
+        } else {
+            ui.label(
+                RichText::new("Off: open a picture to regenerate only the boxed regions of it.")
+                    .small()
+                    .weak(),
+            );
+        }
+        issue_lines(ui, self.issues_under("inpaint"));
+        ui.horizontal_wrapped(|ui| {
+            let r = ui
+                .add_enabled(
+                    blocker.is_none(),
+                    Button::new("Open picture for inpainting…"),
+                )
+                .on_hover_text("A PNG or JPEG; draw boxes over what should be regenerated");
+            let r = match &blocker {
+                Some(reason) => r.on_disabled_hover_text(format!("Off: {reason}")),
+                None => r,
+            };
+            if r.clicked() {
+                self.pick_picture_dialog(PicturePurpose::Inpaint);
+            }
+            if ui
+                .add_enabled(current.is_some(), Button::new("Clear inpainting"))
+                .on_hover_text("Generate a whole new picture again (undoable)")
+                .clicked()
+            {
+                self.clear_inpaint();
+            }
+        });
     }
 
     fn entity_ui(&mut self, ui: &mut egui::Ui, i: usize) {
         let n = self.layout.entities.len();
+        let kind = self.layout.entities[i].kind();
+        let title = match kind {
+            EntityKind::TextBox => "text box",
+            EntityKind::ImageBox => "image box",
+            EntityKind::StyleImage => "style image",
+            EntityKind::Keypoints => "person",
+        };
         ui.label(
-            RichText::new(format!(
-                "Box {} ({})",
-                i + 1,
-                self.layout.entities[i].kind()
-            ))
-            .strong()
-            .color(entity_color(i)),
+            RichText::new(format!("{} ({title})", i + 1))
+                .strong()
+                .color(entity_color(i)),
         );
+        let usable = self.unsupported_reason(kind).is_none();
         let focus = std::mem::take(&mut self.focus_phrase);
         if let Entity::TextBox { phrase, .. } = &mut self.layout.entities[i] {
             let label = ui.label("Phrase");
@@ -883,13 +1114,42 @@ impl StudioApp {
                 self.mark_edit(format!("entities[{i}].phrase"));
             }
         }
-        if let Some(image) = self.layout.entities[i].image() {
-            let shown = if crate::layout::is_data_uri(image) {
-                "embedded image".to_string()
-            } else {
-                image.to_string()
-            };
-            ui.label(RichText::new(format!("Image: {shown}")).weak());
+        if let Some(image) = self.layout.entities[i].image().map(str::to_string) {
+            self.picture_thumb_ui(ui, &image, egui::vec2(240.0, 160.0), usable);
+            ui.label(RichText::new(describe_reference(&image)).small().weak())
+                .on_hover_text(self.picture_location(&image));
+            let replace = ui
+                .button("Replace picture…")
+                .on_hover_text("Choose another PNG or JPEG (or drop one on the box)");
+            if replace.clicked() {
+                let purpose = if kind == EntityKind::StyleImage {
+                    PicturePurpose::Style
+                } else {
+                    PicturePurpose::Fill {
+                        index: i,
+                        previous: image.clone(),
+                    }
+                };
+                self.pick_picture_dialog(purpose);
+            }
+        }
+        if let Entity::ImageBox { phrase, .. } = &mut self.layout.entities[i] {
+            let label = ui.label("Phrase (optional)");
+            let mut text = phrase.clone().unwrap_or_default();
+            let r = ui
+                .add(
+                    egui::TextEdit::singleline(&mut text)
+                        .hint_text("what the picture shows, e.g. a corgi")
+                        .desired_width(f32::INFINITY),
+                )
+                .labelled_by(label.id);
+            if r.changed() {
+                *phrase = (!text.is_empty()).then_some(text);
+                self.mark_edit(format!("entities[{i}].phrase"));
+            }
+        }
+        if matches!(self.layout.entities[i], Entity::Keypoints { .. }) {
+            self.joints_ui(ui, i);
         }
         let (w, h) = (
             self.layout.width.max(1) as f64,
@@ -957,6 +1217,73 @@ impl StudioApp {
                 self.move_entity(i, i + 1);
             }
         });
+    }
+
+    /// The joints of person `i`: shown or hidden (null in the file), and a pose reset.
+    fn joints_ui(&mut self, ui: &mut egui::Ui, i: usize) {
+        let Some(Entity::Keypoints { points }) = self.layout.entities.get(i) else {
+            return;
+        };
+        let visible: Vec<bool> = points.iter().map(Option::is_some).collect();
+        ui.label(RichText::new("Joints").strong())
+            .on_hover_text("Unticked joints are left out (null): the model places them freely");
+        let mut toggle = None;
+        egui::Grid::new(("joints-grid", i))
+            .num_columns(2)
+            .spacing([10.0, 2.0])
+            .show(ui, |ui| {
+                // Nose, then the eyes, ears, … as (left, right) pairs.
+                let mut shown = |ui: &mut egui::Ui, k: usize| {
+                    let mut v = visible.get(k).copied().unwrap_or(false);
+                    if ui.checkbox(&mut v, joint_label(k)).changed() {
+                        toggle = Some((k, v));
+                    }
+                };
+                shown(ui, 0);
+                ui.end_row();
+                for pair in (1..KEYPOINTS_PER_PERSON).step_by(2) {
+                    shown(ui, pair);
+                    shown(ui, pair + 1);
+                    ui.end_row();
+                }
+            });
+        if let Some((k, v)) = toggle {
+            self.set_joint_visible(i, k, v);
+        }
+        ui.horizontal_wrapped(|ui| {
+            if ui
+                .button("Reset pose")
+                .on_hover_text("Stand the person up straight where it is, with every joint")
+                .clicked()
+            {
+                self.reset_pose(i);
+            }
+        });
+        ui.label(
+            RichText::new(
+                "Drag a joint to pose, the body to move; right-click a joint to hide it.",
+            )
+            .small()
+            .weak(),
+        );
+    }
+
+    /// Puts person `i` back in the standing pose, centred where it is (undoable).
+    pub fn reset_pose(&mut self, i: usize) {
+        let (w, h) = (self.layout.width, self.layout.height);
+        let Some(Entity::Keypoints { points }) = self.layout.entities.get(i) else {
+            return;
+        };
+        let centre = points_bbox(points)
+            .map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
+            .unwrap_or([0.5, 0.5]);
+        let fresh = default_person(centre, w, h);
+        if *points == fresh {
+            return;
+        }
+        self.history.push(&self.layout);
+        self.layout.entities[i] = Entity::Keypoints { points: fresh };
+        self.frame_start = self.layout.clone();
     }
 
     // ----- bottom -----
