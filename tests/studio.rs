@@ -1252,6 +1252,24 @@ fn picking_and_dropping_pictures_makes_image_boxes() {
     let saved = Layout::load(dir.join("data").join("autosave.json")).unwrap();
     assert_eq!(&saved, h.state().layout());
 
+    // With no pointer position over the canvas (some platforms report none while dragging
+    // files), the selected image box takes the picture.
+    let tf = transform(&h);
+    click(&mut h, tf.screen_from_layout(pos2(0.8, 0.25)));
+    assert_eq!(h.state().selection(), Some(1));
+    h.remove_cursor();
+    h.run();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(other.clone())));
+    wait_for(
+        &mut h,
+        "the selected box's picture",
+        Duration::from_secs(20),
+        |a| a.layout().entities[1].image() == Some(other.to_str().unwrap()),
+    );
+    assert_eq!(h.state().layout().entities.len(), 2);
+
     // Something that is no picture is refused with a message.
     let junk = dir.join("junk.png");
     std::fs::write(&junk, b"not a picture at all").unwrap();

@@ -412,7 +412,7 @@ impl StudioApp {
             Tool::Draw if self.tool_blocker(Tool::Draw).is_none() => {
                 DragOp::Draw { start: clamp01(p) }
             }
-            Tool::Person => {
+            Tool::Person if tf.rect.contains(screen) => {
                 let at = clamp01(p);
                 match self.place_person([at.x as f64, at.y as f64], false) {
                     Some(index) => self.move_op(index, p),
@@ -925,9 +925,11 @@ impl StudioApp {
             return background;
         }
         let font = small;
-        let inpainting = self.layout.inpaint.is_some();
-        let entities = self.layout.entities.clone();
-        for (i, entity) in entities.iter().enumerate() {
+        // Hatched: what inpainting regenerates (only when the model inpaints).
+        let inpainting = self.layout.inpaint.is_some() && limits.supports_inpainting;
+        // The cache is taken out while the entities are drawn (they borrow the layout).
+        let mut pictures = std::mem::take(&mut self.pictures);
+        for (i, entity) in self.layout.entities.iter().enumerate() {
             let usable = limits.supports(entity.kind());
             let color = if usable { entity_color(i) } else { UNUSABLE };
             let selected = self.selection == Some(i);
@@ -957,7 +959,7 @@ impl StudioApp {
                     if self.style_index() == Some(i) {
                         let badge = Self::style_badge_rect(tf);
                         painter.rect_filled(badge.expand(2.0), 3.0, Color32::from_black_alpha(180));
-                        match self.pictures.get(&ctx, image, base.as_deref()) {
+                        match pictures.get(&ctx, image, base.as_deref()) {
                             PictureState::Ready(p) => {
                                 let tint = if usable {
                                     Color32::WHITE
@@ -1004,7 +1006,7 @@ impl StudioApp {
             let rect = tf.screen_rect_from_box(b);
             let mut picture_note = None;
             if let Entity::ImageBox { image, .. } = entity {
-                match self.pictures.get(&ctx, image, base.as_deref()) {
+                match pictures.get(&ctx, image, base.as_deref()) {
                     PictureState::Ready(p) => {
                         let tint = if usable {
                             Color32::from_white_alpha(235)
@@ -1077,6 +1079,7 @@ impl StudioApp {
                 }
             }
         }
+        self.pictures = pictures;
         if let Some(CanvasDrag {
             op: DragOp::Draw { start },
             current,

@@ -387,6 +387,18 @@ impl StudioApp {
             }
             _ => None,
         };
+        if at.is_none() && k == 0 {
+            // The pointer was not seen over the canvas (some platforms report no position while
+            // dragging files): the selected image box takes the picture.
+            if let Some(i) = self.selection {
+                if let Some(Entity::ImageBox { image, .. }) = self.layout.entities.get(i) {
+                    return PicturePurpose::Fill {
+                        index: i,
+                        previous: image.clone(),
+                    };
+                }
+            }
+        }
         let at = at.map(|p| [p[0] + 0.05 * k as f64, p[1] + 0.05 * k as f64]);
         PicturePurpose::NewBox { at }
     }

@@ -378,7 +378,7 @@ impl StudioApp {
                 ui.separator();
                 self.canvas_size_ui(ui);
                 ui.separator();
-                ui.label(RichText::new("Keys: Delete, Ctrl+D duplicate, arrows nudge (Shift ×10), Ctrl+Z / Ctrl+Shift+Z, Esc").small().weak());
+                ui.label(RichText::new("Keys: B box, V select, P person, H pan, Delete, Ctrl+D duplicate, arrows nudge (Shift ×10), Ctrl+Z / Ctrl+Shift+Z, Esc. Right-click a joint to hide it.").small().weak());
             });
         });
     }
