@@ -165,14 +165,19 @@ impl StudioApp {
     pub fn delete_selected(&mut self) {
         if let Some(i) = self.selection.filter(|&i| i < self.layout.entities.len()) {
             self.history.push(&self.layout);
-            self.layout.entities.remove(i);
+            let kind = match self.layout.entities.remove(i).kind() {
+                EntityKind::TextBox => "box",
+                EntityKind::ImageBox => "image box",
+                EntityKind::StyleImage => "style image",
+                EntityKind::Keypoints => "person",
+            };
             self.selection = if self.layout.entities.is_empty() {
                 None
             } else {
                 Some(i.min(self.layout.entities.len() - 1))
             };
             self.frame_start = self.layout.clone();
-            self.status = format!("Deleted box {}", i + 1);
+            self.status = format!("Deleted {kind} {}", i + 1);
         }
     }
 

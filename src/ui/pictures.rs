@@ -64,8 +64,11 @@ type Decoded = Result<(egui::ColorImage, [u32; 2]), String>;
 enum Entry {
     Loading(Promise<Decoded>),
     Ready(Picture),
-    Failed(String),
+    /// Tried again when asked for after [`RETRY_FAILED`] (the file may be back).
+    Failed(String, std::time::Instant),
 }
+
+const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -151,7 +154,7 @@ impl PictureCache {
                     );
                     Entry::Ready(Picture { texture, size })
                 }
-                Ok(Err(e)) => Entry::Failed(e),
+                Ok(Err(e)) => Entry::Failed(e, std::time::Instant::now()),
                 Err(p) => Entry::Loading(p),
             };
             self.entries.insert(key, (entry, used));
@@ -181,6 +184,10 @@ impl PictureCache {
             },
         };
         let frame = self.frame;
+        if matches!(self.entries.get(&key), Some((Entry::Failed(_, at), _)) if at.elapsed() > RETRY_FAILED)
+        {
+            self.entries.remove(&key);
+        }
         let (entry, used) = self.entries.entry(key.clone()).or_insert_with(|| {
             let ctx = ctx.clone();
             let Key { reference, base } = key;
@@ -196,7 +203,7 @@ impl PictureCache {
         match entry {
             Entry::Loading(_) => PictureState::Loading,
             Entry::Ready(p) => PictureState::Ready(p),
-            Entry::Failed(e) => PictureState::Failed(e),
+            Entry::Failed(e, _) => PictureState::Failed(e),
         }
     }
 
