@@ -59,6 +59,17 @@ fn studio_with(
     model: Option<String>,
     wgpu: bool,
 ) -> (Harness<'static, StudioApp>, Answers) {
+    studio_clocked(data_dir, model, wgpu, None)
+}
+
+/// [`studio_with`] whose frame clock advances `step_dt` seconds a step (the harness's default is
+/// 0.25 s, too coarse for timing a debounce).
+fn studio_clocked(
+    data_dir: &Path,
+    model: Option<String>,
+    wgpu: bool,
+    step_dt: Option<f32>,
+) -> (Harness<'static, StudioApp>, Answers) {
     let (dialogs, answers) = Dialogs::scripted();
     let mut options = StudioOptions::for_tests(data_dir, dialogs);
     if let Some(model) = model {
@@ -69,6 +80,9 @@ fn studio_with(
         .with_max_steps(64);
     if wgpu {
         builder = builder.wgpu();
+    }
+    if let Some(dt) = step_dt {
+        builder = builder.with_step_dt(dt);
     }
     let harness = builder.build_eframe(move |cc| StudioApp::new(cc, options));
     (harness, answers)
@@ -1546,4 +1560,323 @@ fn keypoint_checkpoint_poses_two_people_and_generates() {
     let request = h.state().last_request().unwrap();
     assert_eq!(request.layout.people_count(), 2);
     assert_eq!(h.state().history_items()[0].image.width(), 32);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Draft mode
+// ---------------------------------------------------------------------------------------------
+
+/// Steps `n` frames (each advances the frame clock by 1/60 s with `studio_clocked(.., Some(1.0 / 60.0))`).
+fn frames(h: &mut Harness<'static, StudioApp>, n: usize) {
+    for _ in 0..n {
+        h.step();
+    }
+}
+
+#[test]
+fn draft_mode_renders_once_the_layout_settles_and_render_full_sends_the_real_settings() {
+    use egui::accesskit::Role;
+    let dir = temp_dir("draft");
+    let data = dir.join("data");
+    let (mut h, _) = studio_clocked(&data, Some(tiny_model()), false, Some(1.0 / 60.0));
+    wait_model(&mut h);
+    let mut layout = fixture_layout("a_three_boxes"); // 32 × 32, seed 12, DDIM
+    layout.sampling.steps = Some(12);
+    h.state_mut().set_layout(layout);
+    h.run();
+    assert!(h.query_by_label("Render full").is_none());
+
+    // Draft on (persisted in the settings); Generate becomes "Render full".
+    h.get_by_label("Draft").click();
+    h.run();
+    assert!(h.state().settings().draft.enabled);
+    h.get_by_label("Render full");
+    assert_eq!(
+        h.state().settings().draft.steps,
+        8,
+        "the default draft steps"
+    );
+
+    // An edit (α₀), then quickly another (a box dragged): one debounced draft, not two.
+    h.get_by_role_and_label(Role::Slider, "α₀")
+        .set_value_accesskit(0.5);
+    h.run();
+    assert_eq!(h.state().layout().sampling.alpha0, Some(0.5));
+    frames(&mut h, 12); // 0.2 s: less than the 0.6 s the layout must be still
+    assert_eq!(h.state().drafts_started(), 0);
+    assert!(h.state().draft_pending());
+    h.state_mut().set_tool(Tool::Select);
+    let tf = transform(&h);
+    drag(
+        &mut h,
+        tf.screen_from_layout(pos2(0.5, 0.25)),
+        tf.screen_from_layout(pos2(0.5, 0.35)),
+    );
+    let edited = h.state().layout().clone();
+    assert_ne!(edited.entities[2].bbox(), Some([0.3, 0.0, 0.7, 0.5]));
+    frames(&mut h, 24); // 0.4 s more (the drop took a few frames): still waiting
+    assert_eq!(h.state().drafts_started(), 0);
+    wait_for(&mut h, "the draft to start", Duration::from_secs(10), |a| {
+        a.drafts_started() > 0
+    });
+    assert_eq!(h.state().drafts_started(), 1);
+    let request = h.state().last_request().unwrap().clone();
+    assert!(request.draft);
+    assert_eq!(request.options.steps, 8);
+    assert_eq!((request.layout.width, request.layout.height), (16, 16));
+    assert_eq!(request.layout.sampling.steps, Some(8));
+    assert_eq!(
+        request.options.alpha0, 0.5,
+        "α₀ is a fraction: it carries over"
+    );
+    assert_eq!(request.options.seed, 12);
+    assert_eq!(request.options.scheduler, SchedulerType::Ddim);
+    assert_eq!(
+        request.layout.entities, edited.entities,
+        "the layout carries over"
+    );
+
+    wait_for(&mut h, "the draft", Duration::from_secs(60), |a| {
+        matches!(a.canvas_image(), Some(CanvasImage::Draft { .. })) && a.run_state().is_none()
+    });
+    h.run();
+    assert_eq!(h.state().canvas_background(), CanvasBackground::Draft);
+    assert!(
+        h.state().history_items().is_empty(),
+        "drafts stay out of the history"
+    );
+    h.get_by_label("up to date");
+    frames(&mut h, 60);
+    assert_eq!(h.state().drafts_started(), 1, "no edit, no new draft");
+
+    // Render full: the user's real settings, into the history.
+    h.get_by_label("Render full").click();
+    h.run();
+    let full = h.state().last_request().unwrap().clone();
+    assert!(!full.draft);
+    assert_eq!(full.options.steps, 12);
+    assert_eq!((full.layout.width, full.layout.height), (32, 32));
+    assert_eq!(full.options.alpha0, 0.5);
+    assert_eq!(full.options.seed, 12);
+    assert_eq!(full.layout.entities, edited.entities);
+    wait_for(&mut h, "the full render", Duration::from_secs(60), |a| {
+        a.history_items().len() == 1 && a.run_state().is_none()
+    });
+    h.run();
+    assert_eq!(h.state().canvas_background(), CanvasBackground::Result);
+    assert_eq!(h.state().history_items()[0].image.width(), 32);
+    frames(&mut h, 60);
+    assert_eq!(
+        h.state().drafts_started(),
+        1,
+        "the full render is not drafted over"
+    );
+
+    // With the seed "new each run", drafts keep one seed and Render full uses it.
+    // (Only the seed switched to "new each run": the result shown is still a render of it.)
+    h.state_mut().layout_mut().sampling.seed = None;
+    frames(&mut h, 60);
+    assert_eq!(h.state().drafts_started(), 1);
+    h.state_mut().layout_mut().prompt.push_str(", at dusk");
+    wait_for(&mut h, "a draft", Duration::from_secs(10), |a| {
+        a.drafts_started() == 2
+    });
+    let draft_seed = h.state().last_request().unwrap().options.seed;
+    h.state_mut().layout_mut().prompt.push_str(" in winter");
+    wait_for(&mut h, "a draft", Duration::from_secs(10), |a| {
+        a.drafts_started() == 3
+    });
+    assert_eq!(h.state().last_request().unwrap().options.seed, draft_seed);
+    h.get_by_label("Render full").click();
+    h.run();
+    let full = h.state().last_request().unwrap().clone();
+    assert!(!full.draft);
+    assert_eq!(full.options.seed, draft_seed);
+    assert_eq!(full.layout.sampling.seed, Some(draft_seed));
+
+    // A long draft is cancelled by the next edit (its result would be stale).
+    let mut long = h.state().layout().clone();
+    long.sampling.steps = Some(1000);
+    long.width = 64;
+    long.height = 64;
+    h.state_mut().set_layout(long);
+    h.get_by_role_and_label(Role::SpinButton, "Draft steps")
+        .set_value_accesskit(50.0);
+    h.run();
+    assert_eq!(h.state().settings().draft.steps, 50);
+    h.get_by_label("Full size").click();
+    h.run();
+    let before = h.state().drafts_started();
+    wait_for(&mut h, "the long draft", Duration::from_secs(20), |a| {
+        a.drafts_started() > before && a.run_state().is_some_and(|r| r.draft && r.done > 0)
+    });
+    let request = h.state().last_request().unwrap().clone();
+    assert_eq!(request.options.steps, 50);
+    assert_eq!((request.layout.width, request.layout.height), (64, 64));
+    h.state_mut().layout_mut().prompt.push('!');
+    h.step();
+    assert!(h.state().run_state().is_some_and(|r| r.cancelling));
+    wait_for(&mut h, "the next draft", Duration::from_secs(20), |a| {
+        a.drafts_started() == before + 2
+    });
+    h.state_mut().set_draft_mode(false);
+    h.step();
+    wait_for(&mut h, "the cancel", Duration::from_secs(60), |a| {
+        a.run_state().is_none()
+    });
+
+    // The draft settings were saved with the other settings.
+    h.state().flush_autosave();
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["draft"]["steps"], 50);
+    assert_eq!(settings["draft"]["scale"], "full");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pictures travel with the layout
+// ---------------------------------------------------------------------------------------------
+
+fn saved_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn saved_picture_paths_are_relative_to_the_layout_and_travel_with_its_folder() {
+    let dir = temp_dir("relative");
+    let project = dir.join("project");
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(project.join("pictures")).unwrap();
+    std::fs::create_dir_all(&shared).unwrap();
+    let pic = write_picture(&project.join("pictures"), "red.png", 24, 16, [200, 20, 20]);
+    let style = write_picture(&shared, "style.png", 16, 16, [20, 20, 200]);
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.run();
+    answers.lock().unwrap().push_back(Some(pic.clone()));
+    h.get_by_label("Add image box…").click();
+    wait_files(&mut h, "the picture");
+    answers.lock().unwrap().push_back(Some(style.clone()));
+    h.get_by_label("Choose style image…").click();
+    wait_files(&mut h, "the style image");
+    assert_eq!(h.state().layout().entities.len(), 2);
+
+    let path = project.join("layout.json");
+    answers.lock().unwrap().push_back(Some(path.clone()));
+    h.get_by_label("Save as…").click();
+    wait_files(&mut h, "the save");
+    let json = saved_json(&path);
+    assert_eq!(json["entities"][0]["image"], "pictures/red.png");
+    assert_eq!(json["entities"][1]["image"], "../shared/style.png");
+    // The document in memory keeps working (absolute paths), and is not dirty.
+    assert_eq!(h.state().layout().entities[0].image(), pic.to_str());
+    h.get_by_label(&path.display().to_string()); // without the "• " of unsaved changes
+    drop(h);
+
+    // Both folders move elsewhere: the layout opens there with its pictures.
+    let moved = temp_dir("relative-moved");
+    std::fs::rename(&project, moved.join("project")).unwrap();
+    std::fs::rename(&shared, moved.join("shared")).unwrap();
+    let (mut h, answers) = studio(&dir.join("data2"), false, false);
+    h.run();
+    answers
+        .lock()
+        .unwrap()
+        .push_back(Some(moved.join("project/layout.json")));
+    h.get_by_label("Open…").click();
+    wait_files(&mut h, "the open");
+    let moved_pic = moved.join("project/pictures/red.png");
+    let moved_style = moved.join("shared/style.png");
+    let layout = h.state().layout().clone();
+    assert_eq!(
+        layout.entities[0].image().map(PathBuf::from),
+        Some(moved_pic.clone())
+    );
+    assert_eq!(
+        layout.entities[1].image().map(PathBuf::from),
+        Some(moved_style.clone())
+    );
+    wait_pictures(&mut h);
+    assert!(h.state().picture_ready(layout.entities[0].image().unwrap()));
+    assert!(h.state().picture_ready(layout.entities[1].image().unwrap()));
+    assert!(h.query_by_label_contains("cannot be shown").is_none());
+
+    // Saved again into another folder: relative to that one.
+    std::fs::create_dir_all(moved.join("copies")).unwrap();
+    let copy = moved.join("copies/copy.json");
+    answers.lock().unwrap().push_back(Some(copy.clone()));
+    h.get_by_label("Save as…").click();
+    wait_files(&mut h, "the second save");
+    let json = saved_json(&copy);
+    assert_eq!(json["entities"][0]["image"], "../project/pictures/red.png");
+    assert_eq!(json["entities"][1]["image"], "../shared/style.png");
+    assert_eq!(h.state().document_path(), Some(copy.as_path()));
+    assert_eq!(h.state().layout(), &layout);
+}
+
+#[test]
+fn saving_with_pictures_embedded_writes_one_file_that_opens_without_them() {
+    let dir = temp_dir("embed");
+    let pic = write_picture(&dir, "pic.png", 20, 12, [10, 200, 10]);
+    let (mut h, answers) = studio(&dir.join("data"), false, false);
+    h.run();
+    answers.lock().unwrap().push_back(Some(pic.clone()));
+    h.get_by_label("Add image box…").click();
+    wait_files(&mut h, "the picture");
+    h.get_by_label("Embed pictures in the file").click();
+    h.run();
+    assert!(h.state().settings().embed_pictures);
+    let path = dir.join("one.json");
+    answers.lock().unwrap().push_back(Some(path.clone()));
+    h.get_by_label("Save as…").click();
+    wait_files(&mut h, "the save");
+    let json = saved_json(&path);
+    let uri = json["entities"][0]["image"].as_str().unwrap().to_string();
+    assert!(uri.starts_with("data:image/png;base64,"), "{uri:.40}");
+    let (_, bytes) = glichen::layout::decode_data_uri(&uri).unwrap();
+    assert_eq!(
+        bytes,
+        std::fs::read(&pic).unwrap(),
+        "embedded byte for byte"
+    );
+    assert_eq!(h.state().layout().entities[0].image(), pic.to_str());
+    drop(h);
+
+    // Without the picture file, the layout still opens with its picture.
+    std::fs::remove_file(&pic).unwrap();
+    let (mut h, answers) = studio(&dir.join("data2"), false, false);
+    h.run();
+    answers.lock().unwrap().push_back(Some(path.clone()));
+    h.get_by_label("Open…").click();
+    wait_files(&mut h, "the open");
+    assert_eq!(h.state().layout().entities[0].image(), Some(uri.as_str()));
+    wait_pictures(&mut h);
+    assert!(h.state().picture_ready(&uri));
+    assert!(
+        h.state().settings().embed_pictures,
+        "a file with embedded pictures is saved embedded again"
+    );
+
+    // A picture that cannot be read is named in a notice and kept as a path; the save happens.
+    let mut layout = h.state().layout().clone();
+    layout.entities.push(Entity::ImageBox {
+        image: dir.join("missing.png").to_string_lossy().into_owned(),
+        bbox: [0.5, 0.5, 0.9, 0.9],
+        phrase: Some("a corgi".into()),
+    });
+    h.state_mut().set_layout(layout.clone());
+    h.run();
+    h.get_by_label("Save").click();
+    wait_files(&mut h, "the save with a missing picture");
+    h.get_by_label_contains("could not be embedded");
+    h.get_by_label_contains("image box 2 (\u{201c}a corgi\u{201d})");
+    let json = saved_json(&path);
+    assert_eq!(json["entities"][0]["image"].as_str(), Some(uri.as_str()));
+    assert_eq!(json["entities"][1]["image"], "missing.png");
+    assert_eq!(json["entities"][1]["phrase"], "a corgi");
+    assert_eq!(
+        h.state().layout(),
+        &layout,
+        "nothing in the document changed"
+    );
 }

@@ -5,7 +5,7 @@
 //! history without depending on files that may move). Base64 is implemented
 //! here because it is a few dozen lines and not worth a dependency.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use image::{DynamicImage, ImageFormat};
 
@@ -268,20 +268,102 @@ impl Layout {
             if is_data_uri(img) || replacements.iter().any(|(from, _)| from == img) {
                 continue;
             }
-            let bytes = read_bytes(&label, img, base_dir)?;
-            let described = |message: String| LayoutError::Image {
-                path: label.clone(),
-                message: format!("{}: {message}", full_path(img, base_dir).display()),
-            };
-            // Decode once so that a corrupt file is reported now, not when
-            // the embedded copy is used on another machine.
-            decode_bytes(&bytes).map_err(described)?;
-            let media_type = image::guess_format(&bytes)
-                .ok()
-                .and_then(media_type_of)
-                .ok_or_else(|| described("not a PNG or JPEG image".to_string()))?;
-            replacements.push((img.to_string(), encode_data_uri(&bytes, media_type)));
+            replacements.push((img.to_string(), embed_one(&label, img, base_dir)?));
         }
+        Ok(self.replace_image_refs(&replacements))
+    }
+
+    /// [`Layout::embed_images`] for every picture that can be read: the ones
+    /// that cannot keep their path (nothing is dropped). Returns how many
+    /// references were embedded and the error of each picture left as a path.
+    pub fn embed_images_lenient(&mut self, base_dir: Option<&Path>) -> (usize, Vec<LayoutError>) {
+        let mut replacements: Vec<(String, String)> = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
+        let mut errors = Vec::new();
+        for (label, img) in self.image_refs() {
+            if is_data_uri(img)
+                || replacements.iter().any(|(from, _)| from == img)
+                || failed.iter().any(|f| f == img)
+            {
+                continue;
+            }
+            match embed_one(&label, img, base_dir) {
+                Ok(uri) => replacements.push((img.to_string(), uri)),
+                Err(e) => {
+                    failed.push(img.to_string());
+                    errors.push(e);
+                }
+            }
+        }
+        (self.replace_image_refs(&replacements), errors)
+    }
+
+    /// Every image reference that is a path (not a data URI), mutably.
+    fn path_refs_mut(&mut self) -> Vec<&mut String> {
+        let mut refs: Vec<&mut String> = Vec::new();
+        for entity in &mut self.entities {
+            match entity {
+                Entity::ImageBox { image, .. } | Entity::StyleImage { image } => refs.push(image),
+                _ => {}
+            }
+        }
+        if let Some(inpaint) = &mut self.inpaint {
+            refs.push(&mut inpaint.image);
+        }
+        refs.retain(|r| !is_data_uri(r) && !r.trim().is_empty());
+        refs
+    }
+
+    /// Makes every relative picture path absolute by joining it to
+    /// `base_dir` (the folder of the file the layout was read from), so that
+    /// the layout keeps pointing at the same files wherever it is saved next.
+    /// `.` and `..` are resolved where the file system agrees (it is asked
+    /// only for paths with `..`). Returns how many paths changed.
+    pub fn absolutize_image_paths(&mut self, base_dir: &Path) -> usize {
+        let base = absolute_dir(base_dir);
+        let mut changed = 0;
+        for r in self.path_refs_mut() {
+            let p = Path::new(r.as_str());
+            if p.is_relative() {
+                let joined = base.join(p);
+                let normal: PathBuf = lexical_normal(&joined).into_iter().collect();
+                // `a/../b` is written `b` unless a symbolic link makes them differ.
+                let same = !joined.components().any(|c| c == Component::ParentDir)
+                    || match (joined.canonicalize(), normal.canonicalize()) {
+                        (Ok(x), Ok(y)) => x == y,
+                        (Err(_), _) => true,
+                        (Ok(_), Err(_)) => false,
+                    };
+                let chosen = if same { normal } else { joined };
+                *r = chosen.to_string_lossy().into_owned();
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// Writes every absolute picture path relative to `base_dir` (the folder
+    /// the layout is saved in), with `/` separators, as the format asks; a
+    /// path with no relative form (another drive) stays absolute. Relative
+    /// paths are left alone (call [`Layout::absolutize_image_paths`] first
+    /// with the folder they are relative to). Returns how many changed.
+    pub fn relativize_image_paths(&mut self, base_dir: &Path) -> usize {
+        let base = absolute_dir(base_dir);
+        let mut changed = 0;
+        for r in self.path_refs_mut() {
+            let target = PathBuf::from(r.as_str());
+            if !target.is_absolute() {
+                continue;
+            }
+            if let Some(rel) = checked_relative_path(&target, &base) {
+                *r = rel;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    fn replace_image_refs(&mut self, replacements: &[(String, String)]) -> usize {
         let count = replacements.len();
         let replace = |s: &mut String| {
             if let Some((_, uri)) = replacements.iter().find(|(from, _)| from == s) {
@@ -297,8 +379,106 @@ impl Layout {
         if let Some(inpaint) = &mut self.inpaint {
             replace(&mut inpaint.image);
         }
-        Ok(count)
+        count
     }
+}
+
+/// Reads, checks and encodes one picture as a data URI.
+fn embed_one(label: &str, img: &str, base_dir: Option<&Path>) -> Result<String, LayoutError> {
+    let bytes = read_bytes(label, img, base_dir)?;
+    let described = |message: String| LayoutError::Image {
+        path: label.to_string(),
+        message: format!("{}: {message}", full_path(img, base_dir).display()),
+    };
+    // Decode once so that a corrupt file is reported now, not when the
+    // embedded copy is used on another machine.
+    decode_bytes(&bytes).map_err(described)?;
+    let media_type = image::guess_format(&bytes)
+        .ok()
+        .and_then(media_type_of)
+        .ok_or_else(|| described("not a PNG or JPEG image".to_string()))?;
+    Ok(encode_data_uri(&bytes, media_type))
+}
+
+/// `dir` made absolute against the working directory (unchanged if it is
+/// absolute already or the working directory is unknown).
+fn absolute_dir(dir: &Path) -> PathBuf {
+    if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(dir))
+            .unwrap_or_else(|_| dir.to_path_buf())
+    }
+}
+
+/// `.` dropped and `..` applied to the component before it, without
+/// touching the file system.
+fn lexical_normal(path: &Path) -> Vec<Component<'_>> {
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
+                _ => out.push(c),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The path of `target` relative to the folder `base_dir` (both absolute),
+/// `/`-separated, computed lexically; `None` when they share no root (other
+/// drives on Windows) or either is relative.
+pub fn relative_path(target: &Path, base_dir: &Path) -> Option<String> {
+    if !target.is_absolute() || !base_dir.is_absolute() {
+        return None;
+    }
+    let t = lexical_normal(target);
+    let b = lexical_normal(base_dir);
+    match (t.first(), b.first()) {
+        (Some(Component::Prefix(x)), Some(Component::Prefix(y))) if x != y => return None,
+        (Some(Component::Prefix(_)), Some(c)) | (Some(c), Some(Component::Prefix(_)))
+            if !matches!(c, Component::Prefix(_)) =>
+        {
+            return None
+        }
+        _ => {}
+    }
+    let common = t.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();
+    if common == 0 || common == t.len() {
+        return None;
+    }
+    let mut parts: Vec<String> = vec!["..".to_string(); b.len() - common];
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    Some(parts.join("/"))
+}
+
+/// [`relative_path`], checked against the file system where the picture
+/// exists: when a symbolic link makes the lexical `..` land elsewhere, the
+/// path is computed between the resolved folders instead (or not at all).
+fn checked_relative_path(target: &Path, base_dir: &Path) -> Option<String> {
+    let lexical = relative_path(target, base_dir)?;
+    let Ok(real) = target.canonicalize() else {
+        // The picture is missing: nothing to check against; keep the
+        // lexical form, which is what the user's path says.
+        return Some(lexical);
+    };
+    if base_dir.join(&lexical).canonicalize().ok().as_ref() == Some(&real) {
+        return Some(lexical);
+    }
+    let real_base = base_dir.canonicalize().ok()?;
+    let resolved = relative_path(&real, &real_base)?;
+    (real_base.join(&resolved).canonicalize().ok().as_ref() == Some(&real)).then_some(resolved)
 }
 
 /// Encodes an image as a PNG data URI (for images that exist only in
@@ -311,4 +491,51 @@ pub fn png_data_uri(img: &DynamicImage) -> Result<String, LayoutError> {
             message: format!("cannot encode PNG: {e}"),
         })?;
     Ok(encode_data_uri(&bytes, "image/png"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn relative_paths_between_folders() {
+        let rel = |t: &str, b: &str| relative_path(Path::new(t), Path::new(b));
+        assert_eq!(rel("/a/b/pic.png", "/a/b").as_deref(), Some("pic.png"));
+        assert_eq!(rel("/a/b/p/pic.png", "/a/b").as_deref(), Some("p/pic.png"));
+        assert_eq!(
+            rel("/a/pic.png", "/a/b/c").as_deref(),
+            Some("../../pic.png")
+        );
+        assert_eq!(
+            rel("/a/./x/../pic.png", "/a/b").as_deref(),
+            Some("../pic.png")
+        );
+        assert_eq!(rel("/pic.png", "/a").as_deref(), Some("../pic.png"));
+        assert_eq!(rel("pic.png", "/a"), None);
+        assert_eq!(rel("/a", "/a"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn absolutize_then_relativize_round_trips() {
+        let mut layout = Layout::default();
+        layout.entities.push(Entity::StyleImage {
+            image: "pics/style.png".into(),
+        });
+        layout.entities.push(Entity::ImageBox {
+            image: "data:image/png;base64,AAAA".into(),
+            bbox: [0.0, 0.0, 0.5, 0.5],
+            phrase: None,
+        });
+        assert_eq!(layout.absolutize_image_paths(Path::new("/docs/one")), 1);
+        assert_eq!(layout.entities[0].image(), Some("/docs/one/pics/style.png"));
+        // Saved next to the old folder: the path is relative to the new one.
+        assert_eq!(layout.relativize_image_paths(Path::new("/docs/two")), 1);
+        assert_eq!(layout.entities[0].image(), Some("../one/pics/style.png"));
+        assert_eq!(
+            layout.entities[1].image(),
+            Some("data:image/png;base64,AAAA")
+        );
+    }
 }

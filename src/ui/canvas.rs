@@ -849,7 +849,26 @@ impl StudioApp {
                     painter.image(texture.id(), r, uv, Color32::WHITE);
                     background = CanvasBackground::Result;
                 }
+                Some(CanvasImage::Draft { texture, .. }) => {
+                    // Drawn at the canvas's size whatever size the draft was rendered at.
+                    painter.image(texture.id(), r, uv, Color32::WHITE);
+                    background = CanvasBackground::Draft;
+                }
                 None => {}
+            }
+            if let Some(badge) = self.draft_badge() {
+                let galley = painter.layout_no_wrap(
+                    badge,
+                    egui::FontId::proportional(13.0),
+                    Color32::from_rgb(255, 225, 150),
+                );
+                let pos = r.left_top() + vec2(6.0, 6.0);
+                painter.rect_filled(
+                    Rect::from_min_size(pos - vec2(4.0, 2.0), galley.size() + vec2(8.0, 4.0)),
+                    3.0,
+                    Color32::from_black_alpha(190),
+                );
+                painter.galley(pos, galley, Color32::WHITE);
             }
         }
         let small = egui::FontId::proportional(13.0);

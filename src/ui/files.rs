@@ -1,6 +1,11 @@
 //! Files for the studio: reading any supported document (layout JSON, Glichen PNG, diffusers
-//! arguments, GLIGEN inference meta, COCO annotations), atomic writes, the settings file and the
-//! autosave thread. Nothing here runs on the UI thread except parsing of dropped bytes.
+//! arguments, GLIGEN inference meta, COCO annotations), saving layouts (pictures relative to the
+//! file, or embedded), atomic writes, the settings file and the autosave thread. Nothing here runs
+//! on the UI thread except parsing of dropped bytes.
+//!
+//! Pictures: in memory the studio keeps picture paths absolute (a file's relative paths are
+//! resolved against its folder when it is read), so the document keeps working wherever it is
+//! saved next; a save writes them relative to the saved file's folder, or embeds them.
 
 use crate::layout::{CocoImageSelector, DiffusersArgs, GligenMeta, Layout};
 use crossbeam_channel::{Receiver, Sender};
@@ -111,8 +116,9 @@ pub fn load_document_bytes(
         bytes.starts_with(b"\x89PNG\r\n\x1a\n") || name.to_ascii_lowercase().ends_with(".png");
     if is_png {
         let json = crate::layout::png::layout_json_from_png(bytes)?;
-        let layout =
+        let mut layout =
             Layout::from_json_str(&json).map_err(|e| format!("the embedded layout: {e}"))?;
+        absolutize_from(&mut layout, path);
         let image = image::load_from_memory(bytes).map(|i| i.to_rgb8()).ok();
         return Ok(LoadedDoc {
             layout,
@@ -124,7 +130,8 @@ pub fn load_document_bytes(
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| "not a text file (expected a layout JSON or a Glichen PNG)".to_string())?;
-    let (layout, format) = parse_layout_any(text)?;
+    let (mut layout, format) = parse_layout_any(text)?;
+    absolutize_from(&mut layout, path);
     let save_path = if format == "layout" {
         path.map(Path::to_path_buf)
     } else {
@@ -136,6 +143,86 @@ pub fn load_document_bytes(
         image: None,
         save_path,
         source: path.map(Path::to_path_buf),
+    })
+}
+
+/// Resolves the layout's relative picture paths against the folder of the file it came from.
+fn absolutize_from(layout: &mut Layout, path: Option<&Path>) {
+    if let Some(dir) = path.and_then(Layout::base_dir) {
+        layout.absolutize_image_paths(dir);
+    }
+}
+
+/// What a save wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveReport {
+    pub path: PathBuf,
+    /// Pictures written into the file.
+    pub embedded: usize,
+    /// Pictures that were to be embedded but could not be read: each stays a path in the file,
+    /// described for the user ("image box 2 (a corgi): cannot read …").
+    pub not_embedded: Vec<String>,
+}
+
+/// "image box 2 (“a corgi”)" for `entities[1].image`: how a notice names a picture's entity.
+pub fn describe_picture_owner(layout: &Layout, label: &str) -> String {
+    if label.starts_with("inpaint") {
+        return "the picture to inpaint".into();
+    }
+    let index = label
+        .strip_prefix("entities[")
+        .and_then(|r| r.split(']').next())
+        .and_then(|i| i.parse::<usize>().ok());
+    match index.and_then(|i| layout.entities.get(i).map(|e| (i, e))) {
+        Some((i, crate::layout::Entity::ImageBox { phrase, .. })) => match phrase {
+            Some(p) if !p.trim().is_empty() => format!("image box {} (\u{201c}{p}\u{201d})", i + 1),
+            _ => format!("image box {}", i + 1),
+        },
+        Some((i, crate::layout::Entity::StyleImage { .. })) => {
+            format!("the style image (entity {})", i + 1)
+        }
+        Some((i, _)) => format!("entity {}", i + 1),
+        None => label.to_string(),
+    }
+}
+
+/// Saves `layout` to `path` (blocking: off the UI thread; atomic). Relative picture paths of the
+/// layout are taken as relative to `from_base` (the folder of the file it was read from); in the
+/// file, pictures are written relative to its folder (absolute only where there is no relative
+/// path, e.g. another drive), or embedded as data URIs when `embed` is set. A picture that cannot
+/// be embedded keeps its path and is reported; the save goes on.
+pub fn save_layout(
+    layout: &Layout,
+    from_base: Option<&Path>,
+    path: &Path,
+    embed: bool,
+) -> Result<SaveReport, String> {
+    let mut out = layout.clone();
+    // Relative paths with no known folder are read from the working directory, as the worker
+    // and the picture cache read them.
+    out.absolutize_image_paths(from_base.unwrap_or(Path::new(".")));
+    let mut not_embedded = Vec::new();
+    let mut embedded = 0;
+    if embed {
+        let (n, errors) = out.embed_images_lenient(from_base);
+        embedded = n;
+        for e in errors {
+            not_embedded.push(match &e {
+                crate::layout::LayoutError::Image { path, message } => {
+                    format!("{}: {message}", describe_picture_owner(layout, path))
+                }
+                other => other.to_string(),
+            });
+        }
+    }
+    if let Some(dir) = Layout::base_dir(path) {
+        out.relativize_image_paths(dir);
+    }
+    out.save(path).map_err(|e| e.to_string())?;
+    Ok(SaveReport {
+        path: path.to_path_buf(),
+        embedded,
+        not_embedded,
     })
 }
 
@@ -163,6 +250,9 @@ pub struct Settings {
     pub snap: bool,
     pub show_boxes: bool,
     pub show_image: bool,
+    /// Save writes the pictures into the layout file (data URIs) instead of paths.
+    pub embed_pictures: bool,
+    pub draft: super::draft::DraftSettings,
 }
 
 impl Default for Settings {
@@ -176,6 +266,8 @@ impl Default for Settings {
             snap: false,
             show_boxes: true,
             show_image: true,
+            embed_pictures: false,
+            draft: Default::default(),
         }
     }
 }

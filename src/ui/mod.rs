@@ -10,9 +10,11 @@
 //! people, the style image and the inpainting picture; joints), `panels` (tools, inspector, prompt,
 //! sampling, progress, history strip, model), `pictures` (reference pictures decoded off the UI
 //! thread into textures), `preview` (latents → RGB through `shaders/latent_preview.wgsl`), `files`
-//! (documents, settings, autosave).
+//! (documents, saving with relative or embedded pictures, settings, autosave), `draft` (draft mode:
+//! debounced quick renders while editing, "Render full").
 
 pub mod canvas;
+pub mod draft;
 mod edit;
 pub mod files;
 mod panels;
@@ -201,6 +203,8 @@ pub struct GenerationRequest {
     pub job: JobId,
     pub layout: Layout,
     pub options: GenerateOptions,
+    /// A draft (fewer steps, maybe smaller) rather than a full render.
+    pub draft: bool,
 }
 
 /// Progress of the running job.
@@ -215,6 +219,8 @@ pub struct RunState {
     /// Time from Generate to the first preview.
     pub first_preview: Option<Duration>,
     pub cancelling: bool,
+    /// A draft (see [`draft`]).
+    pub draft: bool,
 }
 
 /// A finished picture in the history strip.
@@ -233,11 +239,22 @@ pub enum CanvasImage {
         texture: PreviewTexture,
         step: usize,
         total: usize,
+        /// The steps of a draft.
+        draft: bool,
     },
     Result {
         texture: egui::TextureHandle,
         image: Arc<image::RgbImage>,
         layout: Layout,
+    },
+    /// A finished draft, drawn scaled to the canvas and labelled "draft" (never in the history).
+    Draft {
+        texture: egui::TextureHandle,
+        image: Arc<image::RgbImage>,
+        /// What was rendered (the draft's size and steps).
+        layout: Layout,
+        /// The document layout it was drafted from (to tell when it is out of date).
+        source: Layout,
     },
 }
 
@@ -273,7 +290,7 @@ impl FrameStats {
 /// Results of background file work.
 enum FileOutcome {
     Opened(Result<Box<LoadedDoc>, String>, Option<PathBuf>),
-    Saved(Result<PathBuf, String>),
+    Saved(Result<files::SaveReport, String>),
     Exported(Result<PathBuf, String>),
     ModelPicked(Option<PathBuf>),
     /// A picture chosen or dropped, checked (not yet decoded for display).
@@ -301,6 +318,8 @@ pub enum CanvasBackground {
     Blank,
     Preview,
     Result,
+    /// A finished draft.
+    Draft,
     /// The picture to inpaint (centre-cropped to the canvas).
     Inpaint,
 }
@@ -338,6 +357,7 @@ pub struct StudioApp {
     previews: PreviewRenderer,
     previews_received: usize,
     history_items: Vec<HistoryItem>,
+    draft: draft::DraftState,
     catalogue_choice: usize,
     catalogue: Vec<crate::weights::CatalogueEntry>,
 
@@ -350,6 +370,8 @@ pub struct StudioApp {
     autosaved_layout: Option<Layout>,
     last_autosave: Instant,
     saved_layout: Option<Layout>,
+    /// "Embed pictures in the file" as it was at the last save or open.
+    saved_embed: bool,
     dialogs: Dialogs,
     file_tasks: Vec<Promise<FileOutcome>>,
     /// The picture of an opened Glichen PNG, waiting for its texture.
@@ -450,6 +472,7 @@ impl StudioApp {
             previews: PreviewRenderer::new(render_state),
             previews_received: 0,
             history_items: Vec::new(),
+            draft: draft::DraftState::default(),
             catalogue_choice: 0,
             catalogue: crate::weights::catalogue::entries()
                 .into_iter()
@@ -463,6 +486,7 @@ impl StudioApp {
             autosaved_layout,
             last_autosave: Instant::now(),
             saved_layout: None,
+            saved_embed: false,
             dialogs: options.dialogs.clone(),
             file_tasks: Vec::new(),
             pending_image: None,
@@ -474,6 +498,18 @@ impl StudioApp {
             frame_began: None,
             show_frame_stats: false,
         };
+        app.saved_embed = app.settings.embed_pictures;
+        if let Some(dir) = app
+            .settings
+            .document_path
+            .as_deref()
+            .and_then(Layout::base_dir)
+        {
+            // (Autosaves keep absolute picture paths; older ones were relative to the document.)
+            let dir = dir.to_path_buf();
+            app.layout.absolutize_image_paths(&dir);
+            app.frame_start = app.layout.clone();
+        }
         if app.settings.document_path.is_some() {
             // The autosave is newer than the file; Save writes it back there.
             app.saved_layout = None;
@@ -550,6 +586,12 @@ impl StudioApp {
     /// Pictures still being decoded for display.
     pub fn pictures_loading(&self) -> usize {
         self.pictures.loading()
+    }
+    /// Whether the picture `reference` of the layout is decoded and shown.
+    pub fn picture_ready(&self, reference: &str) -> bool {
+        self.pictures
+            .ready(reference, self.base_dir().as_deref())
+            .is_some()
     }
     /// What the canvas showed under the layout in the last frame.
     pub fn canvas_background(&self) -> CanvasBackground {
@@ -689,13 +731,28 @@ impl StudioApp {
         Some((layout, options))
     }
 
-    /// Presses Generate: cancels a running job and starts a new one. Returns its id.
+    /// Presses Generate ("Render full" in draft mode): cancels a running job and starts a full
+    /// render with the user's settings. Returns its id. In draft mode with the seed "new each run",
+    /// the drafts' seed is used, so that the full render is the picture that was drafted.
     pub fn generate(&mut self) -> Option<JobId> {
         if let Some(reason) = self.generate_blocker() {
             self.notify(NoticeLevel::Warning, format!("Cannot generate: {reason}."));
             return None;
         }
-        let (layout, options) = self.build_request()?;
+        let (mut layout, mut options) = self.build_request()?;
+        if self.settings.draft.enabled && self.layout.sampling.seed.is_none() {
+            if let Some(seed) = self.draft.seed {
+                layout.sampling.seed = Some(seed);
+                options.seed = seed;
+            }
+        }
+        let job = self.start_job(layout, options, false);
+        self.status = format!("Generating {job}…");
+        Some(job)
+    }
+
+    /// Sends a job to the worker (which cancels the running one) and records it.
+    fn start_job(&mut self, layout: Layout, options: GenerateOptions, draft: bool) -> JobId {
         let job = self
             .worker
             .generate_in(layout.clone(), options.clone(), self.base_dir());
@@ -708,14 +765,15 @@ impl StudioApp {
             last_elapsed: Duration::ZERO,
             first_preview: None,
             cancelling: false,
+            draft,
         });
         self.last_request = Some(GenerationRequest {
             job,
             layout,
             options,
+            draft,
         });
-        self.status = format!("Generating {job}…");
-        Some(job)
+        job
     }
 
     /// Presses Cancel.
@@ -779,6 +837,8 @@ impl StudioApp {
                         self.settings.model = Some(spec.clone());
                     }
                     self.model = ModelState::Ready(info);
+                    // A new model: draft mode drafts with it once the layout is still.
+                    self.draft.force = true;
                 }
             }
             Event::LoadFailed { id, message } => {
@@ -818,11 +878,13 @@ impl StudioApp {
                     }
                 }
                 if render_preview {
+                    let draft = self.run.as_ref().is_some_and(|r| r.draft);
                     if let Some(texture) = self.previews.render(ctx, &latents) {
                         self.canvas_image = Some(CanvasImage::Preview {
                             texture,
                             step,
                             total,
+                            draft,
                         });
                     }
                 }
@@ -835,7 +897,7 @@ impl StudioApp {
                 elapsed,
                 ..
             } => {
-                self.run = None;
+                let draft = self.run.take().is_some_and(|r| r.draft);
                 let layout = self
                     .last_request
                     .as_ref()
@@ -845,6 +907,31 @@ impl StudioApp {
                     [image.width() as usize, image.height() as usize],
                     image.as_raw(),
                 );
+                if draft {
+                    // Drafts are shown, never kept: the history holds finished renders only.
+                    let texture =
+                        ctx.load_texture("glichen-draft", color, egui::TextureOptions::LINEAR);
+                    let source = match self.draft.source.take() {
+                        Some((j, source)) if j == job => source,
+                        _ => self.layout.clone(),
+                    };
+                    self.status = format!(
+                        "Draft ready: {} × {} px, {} steps, {elapsed:.1?} (seed {seed}); Render full for the final picture",
+                        layout.width,
+                        layout.height,
+                        layout.sampling.resolve().steps
+                    );
+                    self.canvas_image = Some(CanvasImage::Draft {
+                        texture,
+                        image,
+                        layout,
+                        source,
+                    });
+                    for w in warnings {
+                        self.notify(NoticeLevel::Warning, w);
+                    }
+                    return;
+                }
                 let texture = ctx.load_texture(
                     format!("glichen-result-{}", job.0),
                     color,
@@ -873,10 +960,15 @@ impl StudioApp {
                 }
             }
             Event::Cancelled { job } => {
-                let at = self.run.as_ref().map(|r| (r.done, r.total));
+                let at = self.run.as_ref().map(|r| (r.done, r.total, r.draft));
                 self.run = None;
                 self.status = match at {
-                    Some((done, total)) => format!("Cancelled {job} after {done} of {total} steps"),
+                    Some((done, total, true)) => {
+                        format!("Draft stopped after {done} of {total} steps")
+                    }
+                    Some((done, total, false)) => {
+                        format!("Cancelled {job} after {done} of {total} steps")
+                    }
                     None => format!("Cancelled {job}"),
                 };
             }
@@ -922,12 +1014,14 @@ impl StudioApp {
         });
     }
 
-    /// Where relative image paths of the layout are read from: the folder of its file.
+    /// Where relative image paths of the layout are read from: the folder of the file it was
+    /// opened from (a later Save As elsewhere does not move it), else of its document file.
+    /// (Opening a file makes its picture paths absolute, so this matters only for layouts given
+    /// with relative paths through the API or restored from an old autosave.)
     fn base_dir(&self) -> Option<PathBuf> {
-        self.settings
-            .document_path
+        self.opened_from
             .as_deref()
-            .or(self.opened_from.as_deref())
+            .or(self.settings.document_path.as_deref())
             .and_then(Layout::base_dir)
             .map(Path::to_path_buf)
     }
@@ -951,25 +1045,37 @@ impl StudioApp {
         }
     }
 
+    /// Save as: asks where, then saves (pictures relative to the new file, or embedded).
     pub fn save_as_dialog(&mut self) {
         let dialogs = self.dialogs.clone();
         let layout = self.layout.clone();
+        let base = self.base_dir();
+        let embed = self.settings.embed_pictures;
         let kind = DialogKind::SaveLayout {
             suggested: self.suggested_name("json"),
         };
         self.spawn_file_task("glichen-save", move || match run_dialog(&dialogs, &kind) {
             Some(path) => {
-                FileOutcome::Saved(layout.save(&path).map(|_| path).map_err(|e| e.to_string()))
+                FileOutcome::Saved(files::save_layout(&layout, base.as_deref(), &path, embed))
             }
             None => FileOutcome::Cancelled,
         });
     }
 
+    /// Saves to `path` (off the UI thread, atomically): picture paths are written relative to its
+    /// folder, or the pictures embedded when "Embed pictures in the file" is on.
     pub fn save_to(&mut self, path: PathBuf) {
         let layout = self.layout.clone();
+        let base = self.base_dir();
+        let embed = self.settings.embed_pictures;
         self.spawn_file_task("glichen-save", move || {
-            FileOutcome::Saved(layout.save(&path).map(|_| path).map_err(|e| e.to_string()))
+            FileOutcome::Saved(files::save_layout(&layout, base.as_deref(), &path, embed))
         });
+    }
+
+    /// Whether Save embeds the pictures ("Embed pictures in the file").
+    pub fn set_embed_pictures(&mut self, on: bool) {
+        self.settings.embed_pictures = on;
     }
 
     /// Exports the shown result as a PNG carrying its layout.
@@ -982,6 +1088,10 @@ impl StudioApp {
             return;
         };
         let image = image.clone();
+        let mut layout = layout.clone();
+        if let Some(base) = self.base_dir() {
+            layout.absolutize_image_paths(&base);
+        }
         let json = match layout.to_json_pretty() {
             Ok(j) => j,
             Err(e) => {
@@ -996,7 +1106,16 @@ impl StudioApp {
         self.spawn_file_task("glichen-export", move || {
             match run_dialog(&dialogs, &kind) {
                 Some(path) => FileOutcome::Exported(
-                    crate::layout::png::encode_png_with_layout(&image, &json)
+                    // Pictures relative to the PNG's folder, like a saved layout's.
+                    Layout::base_dir(&path)
+                        .and_then(|dir| {
+                            let mut relative = layout.clone();
+                            (relative.relativize_image_paths(dir) > 0)
+                                .then(|| relative.to_json_pretty().ok())
+                                .flatten()
+                        })
+                        .map_or(Ok(json), Ok)
+                        .and_then(|json| crate::layout::png::encode_png_with_layout(&image, &json))
                         .and_then(|bytes| {
                             files::write_atomic(&path, &bytes).map_err(|e| e.to_string())
                         })
@@ -1046,6 +1165,12 @@ impl StudioApp {
         self.selection = None;
         self.settings.document_path = save_path.clone();
         self.saved_layout = save_path.as_ref().map(|_| self.layout.clone());
+        // A layout file whose pictures are all embedded is saved the same way again.
+        let refs = self.layout.image_refs();
+        if save_path.is_some() && !refs.is_empty() {
+            self.settings.embed_pictures = refs.iter().all(|(_, r)| crate::layout::is_data_uri(r));
+        }
+        self.saved_embed = self.settings.embed_pictures;
         if let Some(path) = &source {
             self.settings.add_recent(path);
         }
@@ -1089,11 +1214,32 @@ impl StudioApp {
                             .unwrap_or_else(|| "the file".into());
                         self.notify(NoticeLevel::Error, format!("Could not open {name}: {e}"));
                     }
-                    FileOutcome::Saved(Ok(path)) => {
-                        self.status = format!("Saved {}", path.display());
+                    FileOutcome::Saved(Ok(report)) => {
+                        let path = report.path;
+                        self.status = if report.embedded > 0 {
+                            format!(
+                                "Saved {} with {} picture(s) embedded",
+                                path.display(),
+                                report.embedded
+                            )
+                        } else {
+                            format!("Saved {}", path.display())
+                        };
+                        if !report.not_embedded.is_empty() {
+                            self.notify(
+                                NoticeLevel::Warning,
+                                format!(
+                                    "Saved {}, but {} picture(s) could not be embedded and are kept as paths in the file:\n{}",
+                                    path.display(),
+                                    report.not_embedded.len(),
+                                    report.not_embedded.join("\n")
+                                ),
+                            );
+                        }
                         self.settings.add_recent(&path);
                         self.settings.document_path = Some(path);
                         self.saved_layout = Some(self.layout.clone());
+                        self.saved_embed = self.settings.embed_pictures;
                     }
                     FileOutcome::Saved(Err(e)) => {
                         self.notify(NoticeLevel::Error, format!("Could not save: {e}"))
@@ -1213,6 +1359,12 @@ impl StudioApp {
 
     fn is_dirty(&self) -> bool {
         self.saved_layout.as_ref() != Some(&self.layout)
+            || (self.saved_embed != self.settings.embed_pictures
+                && self
+                    .layout
+                    .image_refs()
+                    .iter()
+                    .any(|(_, r)| !crate::layout::is_data_uri(r)))
     }
 
     fn update_title(&mut self, ctx: &egui::Context) {
@@ -1301,6 +1453,7 @@ impl eframe::App for StudioApp {
         });
         self.commit_frame_edits();
         self.clamp_selection();
+        self.update_draft(ui.ctx());
         self.autosave();
         self.update_title(ui.ctx());
         self.text_focus_last_frame = ui.ctx().text_edit_focused();

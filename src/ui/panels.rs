@@ -265,6 +265,14 @@ impl StudioApp {
                 if ui.button("Save as…").on_hover_text("Save the layout to a new file (Ctrl+Shift+S)").clicked() {
                     self.save_as_dialog();
                 }
+                let mut embed = self.settings.embed_pictures;
+                if ui
+                    .checkbox(&mut embed, "Embed pictures in the file")
+                    .on_hover_text("Save and Save as write the pictures (image boxes, style image, picture to inpaint) into the layout file, so it travels as one file. Off: pictures are saved as paths relative to the layout file.")
+                    .changed()
+                {
+                    self.set_embed_pictures(embed);
+                }
                 let has_result = matches!(self.canvas_image, Some(CanvasImage::Result { .. }));
                 if ui.add_enabled(has_result, Button::new("Export PNG…")).on_hover_text("Save the image with its layout embedded").clicked() {
                     self.export_png_dialog();
@@ -580,14 +588,33 @@ impl StudioApp {
 
     pub(super) fn generate_ui(&mut self, ui: &mut egui::Ui) {
         let blocker = self.generate_blocker();
+        let drafting = self.settings.draft.enabled;
         ui.horizontal(|ui| {
+            let (label, help) =
+                if drafting {
+                    let r = self.layout.sampling.resolve();
+                    (
+                        "Render full",
+                        format!(
+                        "The final picture with your settings: {} × {} px, {} steps{} (Ctrl+Enter)",
+                        self.layout.width,
+                        self.layout.height,
+                        r.steps,
+                        if r.seed.is_none() { ", the drafts' seed" } else { "" }
+                    ),
+                    )
+                } else {
+                    (
+                        "Generate",
+                        "Ctrl+Enter; a running generation is cancelled".to_string(),
+                    )
+                };
             let generate = ui
                 .add_enabled(
                     blocker.is_none(),
-                    Button::new(RichText::new("Generate").strong())
-                        .min_size(egui::vec2(110.0, 28.0)),
+                    Button::new(RichText::new(label).strong()).min_size(egui::vec2(110.0, 28.0)),
                 )
-                .on_hover_text("Ctrl+Enter; a running generation is cancelled");
+                .on_hover_text(help);
             if generate.clicked() {
                 self.generate();
             }
@@ -609,6 +636,7 @@ impl StudioApp {
                     .weak(),
             );
         }
+        self.draft_ui(ui);
         if let Some(run) = &self.run {
             let fraction = if run.total > 0 {
                 run.done as f32 / run.total as f32
@@ -620,6 +648,7 @@ impl StudioApp {
             } else {
                 0.0
             };
+            let prefix = if run.draft { "Draft: " } else { "" };
             let text = if run.cancelling {
                 format!("Cancelling… (step {} of {})", run.done, run.total)
             } else if run.done == 0 {
@@ -633,7 +662,7 @@ impl StudioApp {
                     run.started.elapsed().as_secs_f32()
                 )
             };
-            ui.add(egui::ProgressBar::new(fraction).text(text));
+            ui.add(egui::ProgressBar::new(fraction).text(format!("{prefix}{text}")));
         } else if let Some(CanvasImage::Preview { step, total, .. }) = &self.canvas_image {
             ui.label(RichText::new(format!("Stopped at step {} of {}", step + 1, total)).weak());
         }
