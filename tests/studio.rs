@@ -1880,3 +1880,35 @@ fn saving_with_pictures_embedded_writes_one_file_that_opens_without_them() {
         "nothing in the document changed"
     );
 }
+
+#[test]
+fn draft_mode_remembered_in_the_settings_drafts_once_the_model_is_ready() {
+    let dir = temp_dir("draft-restart");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("settings.json"),
+        r#"{"draft": {"enabled": true, "steps": 3, "scale": "half"}}"#,
+    )
+    .unwrap();
+    fixture_layout("a_three_boxes")
+        .save(data.join("autosave.json"))
+        .unwrap();
+    let (mut h, _) = studio_clocked(&data, Some(tiny_model()), false, Some(1.0 / 60.0));
+    frames(&mut h, 3);
+    assert!(h.state().settings().draft.enabled);
+    assert_eq!(h.state().drafts_started(), 0, "no draft without a model");
+    wait_model(&mut h);
+    wait_for(&mut h, "the first draft", Duration::from_secs(20), |a| {
+        a.drafts_started() == 1
+    });
+    let request = h.state().last_request().unwrap();
+    assert!(request.draft);
+    assert_eq!(request.options.steps, 3);
+    assert_eq!((request.layout.width, request.layout.height), (16, 16));
+    wait_for(&mut h, "the draft", Duration::from_secs(60), |a| {
+        a.run_state().is_none()
+    });
+    frames(&mut h, 60);
+    assert_eq!(h.state().drafts_started(), 1);
+}

@@ -101,7 +101,7 @@ pub(super) struct DraftState {
     /// Why the last due draft did not start.
     paused: Option<String>,
     /// Draft even if the canvas shows the current layout (a new draft seed).
-    pub(super) force: bool,
+    force: bool,
 }
 
 impl StudioApp {
@@ -123,6 +123,16 @@ impl StudioApp {
             self.draft.due = None;
             self.draft.seen = None;
             self.draft.paused = None;
+            self.draft.force = false;
+        }
+    }
+
+    /// Drafts again once the layout is still, even if the canvas shows the current layout (a new
+    /// model, a new draft seed).
+    pub(super) fn redraft(&mut self) {
+        if self.settings.draft.enabled {
+            self.draft.seen = None;
+            self.draft.force = true;
         }
     }
 
@@ -352,9 +362,7 @@ impl StudioApp {
                     .clicked()
                 {
                     self.draft.seed = Some(u64::from(rand::random::<u32>()));
-                    // Forces a new draft, as an edit would.
-                    self.draft.seen = None;
-                    self.draft.force = true;
+                    self.redraft();
                 }
             });
         }

@@ -838,7 +838,7 @@ impl StudioApp {
                     }
                     self.model = ModelState::Ready(info);
                     // A new model: draft mode drafts with it once the layout is still.
-                    self.draft.force = true;
+                    self.redraft();
                 }
             }
             Event::LoadFailed { id, message } => {
