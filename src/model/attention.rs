@@ -55,6 +55,16 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, _) = xs.dims3()?;
         let context = context.unwrap_or(xs);
+        if super::cpu_ops::fused_cpu(xs) {
+            let out = super::cpu_ops::multi_head_attention(
+                &self.to_q.forward(xs)?,
+                &self.to_k.forward(context)?,
+                &self.to_v.forward(context)?,
+                self.heads,
+                self.scale as f32,
+            )?;
+            return self.to_out.forward(&out);
+        }
         let q = self.split_heads(&self.to_q.forward(xs)?)?;
         let k = self.split_heads(&self.to_k.forward(context)?)?;
         let v = self.split_heads(&self.to_v.forward(context)?)?;

@@ -2,8 +2,10 @@
 //! position nets and the VAE. Each has a `Config` read from the model folder and `new(vb, cfg)`.
 
 pub mod attention;
+pub mod blocks;
 pub mod clip;
 pub mod clip_vision;
+pub mod cpu_ops;
 pub mod position_net;
 pub mod transformer;
 pub mod unet;

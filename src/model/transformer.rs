@@ -2,10 +2,10 @@
 //! ("fuser") between self-attention and cross-attention.
 
 use super::attention::{Attention, FeedForward};
+use super::blocks::{conv2d, Conv2d};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{
-    conv2d, group_norm, layer_norm, linear, Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear,
-    VarBuilder,
+    group_norm, layer_norm, linear, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder,
 };
 
 /// What the fuser of every block receives for one UNet evaluation.

@@ -1,12 +1,12 @@
 //! `UNet2DConditionModel` with GLIGEN's gated self-attention, built from the model folder's
 //! `unet/config.json`. candle-transformers' own UNet keeps its transformer block private, so the
-//! blocks are assembled here; resnets come from candle-transformers.
+//! blocks are assembled here from the shared convolutional blocks in [`super::blocks`].
 
+use super::blocks::{conv2d, Conv2d, ResnetBlock2D, ResnetBlock2DConfig};
 use super::position_net::{PositionNet, PositionNetInput};
 use super::transformer::{Grounding, Transformer2DConfig, Transformer2DModel};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use candle_nn::{group_norm, linear, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
 /// A config value that diffusers accepts either once for every block or per block.

@@ -1,11 +1,8 @@
 //! The KL autoencoder, sized from `vae/config.json`, built from candle-transformers' blocks.
 
+use super::blocks::{conv2d, Conv2d, DownEncoderBlock2D, UpDecoderBlock2D, VaeMidBlock};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
-    UpDecoderBlock2D, UpDecoderBlock2DConfig,
-};
+use candle_nn::{group_norm, Conv2dConfig, GroupNorm, VarBuilder};
 use serde::Deserialize;
 
 fn d3() -> usize {
@@ -88,7 +85,7 @@ impl LatentPosterior {
 struct Encoder {
     conv_in: Conv2d,
     down_blocks: Vec<DownEncoderBlock2D>,
-    mid_block: UNetMidBlock2D,
+    mid_block: VaeMidBlock,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
@@ -96,21 +93,14 @@ struct Encoder {
 #[derive(Debug)]
 struct Decoder {
     conv_in: Conv2d,
-    mid_block: UNetMidBlock2D,
+    mid_block: VaeMidBlock,
     up_blocks: Vec<UpDecoderBlock2D>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
-fn mid_block(vb: VarBuilder, channels: usize, groups: usize) -> Result<UNetMidBlock2D> {
-    let cfg = UNetMidBlock2DConfig {
-        resnet_eps: 1e-6,
-        output_scale_factor: 1.,
-        attn_num_head_channels: None,
-        resnet_groups: Some(groups),
-        ..Default::default()
-    };
-    UNetMidBlock2D::new(vb, channels, None, cfg)
+fn mid_block(vb: VarBuilder, channels: usize, groups: usize) -> Result<VaeMidBlock> {
+    VaeMidBlock::new(vb, channels, groups, 1e-6)
 }
 
 impl Encoder {
@@ -123,20 +113,14 @@ impl Encoder {
         let mut down_blocks = Vec::with_capacity(boc.len());
         for (i, &out) in boc.iter().enumerate() {
             let inp = if i > 0 { boc[i - 1] } else { boc[0] };
-            let block_cfg = DownEncoderBlock2DConfig {
-                num_layers: cfg.layers_per_block,
-                resnet_eps: 1e-6,
-                resnet_groups: cfg.norm_num_groups,
-                add_downsample: i + 1 < boc.len(),
-                // diffusers pads (0, 1, 0, 1) and convolves unpadded.
-                downsample_padding: 0,
-                ..Default::default()
-            };
             down_blocks.push(DownEncoderBlock2D::new(
                 vb.pp(format!("down_blocks.{i}")),
                 inp,
                 out,
-                block_cfg,
+                cfg.layers_per_block,
+                cfg.norm_num_groups,
+                1e-6,
+                i + 1 < boc.len(),
             )?);
         }
         let last = boc[boc.len() - 1];
@@ -154,9 +138,7 @@ impl Encoder {
         for block in &self.down_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = self
-            .conv_norm_out
-            .forward(&self.mid_block.forward(&xs, None)?)?;
+        let xs = self.conv_norm_out.forward(&self.mid_block.forward(&xs)?)?;
         self.conv_out.forward(&candle_nn::ops::silu(&xs)?)
     }
 }
@@ -173,18 +155,14 @@ impl Decoder {
         let mut up_blocks = Vec::with_capacity(boc.len());
         for (i, &out) in rev.iter().enumerate() {
             let inp = if i > 0 { rev[i - 1] } else { rev[0] };
-            let block_cfg = UpDecoderBlock2DConfig {
-                num_layers: cfg.layers_per_block + 1,
-                resnet_eps: 1e-6,
-                resnet_groups: cfg.norm_num_groups,
-                add_upsample: i + 1 < boc.len(),
-                ..Default::default()
-            };
             up_blocks.push(UpDecoderBlock2D::new(
                 vb.pp(format!("up_blocks.{i}")),
                 inp,
                 out,
-                block_cfg,
+                cfg.layers_per_block + 1,
+                cfg.norm_num_groups,
+                1e-6,
+                i + 1 < boc.len(),
             )?);
         }
         Ok(Self {
@@ -197,7 +175,7 @@ impl Decoder {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = self.mid_block.forward(&self.conv_in.forward(xs)?, None)?;
+        let mut xs = self.mid_block.forward(&self.conv_in.forward(xs)?)?;
         for block in &self.up_blocks {
             xs = block.forward(&xs)?;
         }

@@ -1,0 +1,414 @@
+//! The convolutional building blocks shared by the UNet and the VAE, named as diffusers names
+//! their keys (`norm1`, `conv1`, `time_emb_proj`, `conv_shortcut`, `downsamplers.0.conv`, ...).
+//! They mirror candle-transformers' Stable Diffusion blocks but run their convolutions and the
+//! VAE's attention through the fused CPU kernels of [`super::cpu_ops`] where those apply.
+
+use super::cpu_ops;
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{group_norm, linear, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+
+/// `nn.Conv2d`: weight `[out, in / groups, k, k]`, bias `[out]`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    config: Conv2dConfig,
+}
+
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: usize,
+    config: Conv2dConfig,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let weight = vb.get(
+        (
+            out_channels,
+            in_channels / config.groups.max(1),
+            kernel_size,
+            kernel_size,
+        ),
+        "weight",
+    )?;
+    let bias = vb.get(out_channels, "bias")?;
+    Ok(Conv2d {
+        weight,
+        bias,
+        config,
+    })
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        if c.groups == 1 && c.dilation == 1 && cpu_ops::fused_cpu(xs) {
+            return cpu_ops::conv2d(xs, &self.weight, &self.bias, c.stride, c.padding);
+        }
+        let ys = xs.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?;
+        ys.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetBlock2DConfig {
+    pub out_channels: Option<usize>,
+    pub temb_channels: Option<usize>,
+    pub groups: usize,
+    pub groups_out: Option<usize>,
+    pub eps: f64,
+    pub use_in_shortcut: Option<bool>,
+    pub output_scale_factor: f64,
+}
+
+impl Default for ResnetBlock2DConfig {
+    fn default() -> Self {
+        Self {
+            out_channels: None,
+            temb_channels: Some(512),
+            groups: 32,
+            groups_out: None,
+            eps: 1e-6,
+            use_in_shortcut: None,
+            output_scale_factor: 1.,
+        }
+    }
+}
+
+/// diffusers' `ResnetBlock2D` (default time-embedding norm, SiLU, no up/down sampling).
+#[derive(Debug, Clone)]
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    time_emb_proj: Option<Linear>,
+    conv_shortcut: Option<Conv2d>,
+    output_scale_factor: f64,
+}
+
+impl ResnetBlock2D {
+    pub fn new(vb: VarBuilder, in_channels: usize, cfg: ResnetBlock2DConfig) -> Result<Self> {
+        let out_channels = cfg.out_channels.unwrap_or(in_channels);
+        let conv3 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let shortcut = cfg.use_in_shortcut.unwrap_or(in_channels != out_channels);
+        Ok(Self {
+            norm1: group_norm(cfg.groups, in_channels, cfg.eps, vb.pp("norm1"))?,
+            conv1: conv2d(in_channels, out_channels, 3, conv3, vb.pp("conv1"))?,
+            norm2: group_norm(
+                cfg.groups_out.unwrap_or(cfg.groups),
+                out_channels,
+                cfg.eps,
+                vb.pp("norm2"),
+            )?,
+            conv2: conv2d(out_channels, out_channels, 3, conv3, vb.pp("conv2"))?,
+            time_emb_proj: match cfg.temb_channels {
+                Some(t) => Some(linear(t, out_channels, vb.pp("time_emb_proj"))?),
+                None => None,
+            },
+            conv_shortcut: if shortcut {
+                let one = Conv2dConfig::default();
+                Some(conv2d(
+                    in_channels,
+                    out_channels,
+                    1,
+                    one,
+                    vb.pp("conv_shortcut"),
+                )?)
+            } else {
+                None
+            },
+            output_scale_factor: cfg.output_scale_factor,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(xs)?,
+            None => xs.clone(),
+        };
+        let h = candle_nn::ops::silu(&self.norm1.forward(xs)?)?;
+        let mut h = self.conv1.forward(&h)?;
+        if let (Some(temb), Some(proj)) = (temb, &self.time_emb_proj) {
+            let t = proj
+                .forward(&candle_nn::ops::silu(temb)?)?
+                .unsqueeze(D::Minus1)?
+                .unsqueeze(D::Minus1)?;
+            h = h.broadcast_add(&t)?;
+        }
+        let h = self
+            .conv2
+            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let out = (shortcut + h)?;
+        if self.output_scale_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.output_scale_factor
+        }
+    }
+}
+
+/// The VAE's single-head spatial self-attention (`mid_block.attentions.0`), with diffusers' key
+/// names or the older `query`/`key`/`value`/`proj_attn` ones.
+#[derive(Debug, Clone)]
+pub struct VaeAttention {
+    group_norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    rescale_output_factor: f64,
+}
+
+impl VaeAttention {
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        head_channels: Option<usize>,
+        groups: usize,
+        eps: f64,
+        rescale_output_factor: f64,
+    ) -> Result<Self> {
+        let (q, k, v, o) = if vb.contains_tensor("to_q.weight") {
+            ("to_q", "to_k", "to_v", "to_out.0")
+        } else {
+            ("query", "key", "value", "proj_attn")
+        };
+        Ok(Self {
+            group_norm: group_norm(groups, channels, eps, vb.pp("group_norm"))?,
+            to_q: qkv_linear(channels, vb.pp(q))?,
+            to_k: qkv_linear(channels, vb.pp(k))?,
+            to_v: qkv_linear(channels, vb.pp(v))?,
+            to_out: qkv_linear(channels, vb.pp(o))?,
+            heads: channels / head_channels.unwrap_or(channels).max(1),
+            rescale_output_factor,
+        })
+    }
+}
+
+/// A linear layer, also from the 1×1 convolution weights (`[c, c, 1, 1]`) that older VAE
+/// checkpoints store.
+fn qkv_linear(channels: usize, vb: VarBuilder) -> Result<Linear> {
+    if vb.contains_tensor("weight") && vb.get((channels, channels), "weight").is_err() {
+        let weight = vb
+            .get((channels, channels, 1, 1), "weight")?
+            .reshape((channels, channels))?;
+        return Ok(Linear::new(weight, Some(vb.get(channels, "bias")?)));
+    }
+    linear(channels, channels, vb)
+}
+
+impl Module for VaeAttention {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let tokens = self
+            .group_norm
+            .forward(xs)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let (q, k, v) = (
+            self.to_q.forward(&tokens)?,
+            self.to_k.forward(&tokens)?,
+            self.to_v.forward(&tokens)?,
+        );
+        let scale = 1.0 / ((c / self.heads) as f64).sqrt();
+        let attn = if cpu_ops::fused_cpu(&q) {
+            cpu_ops::multi_head_attention(&q, &k, &v, self.heads, scale as f32)?
+        } else {
+            let split = |t: &Tensor| -> Result<Tensor> {
+                t.reshape((b, h * w, self.heads, c / self.heads))?
+                    .transpose(1, 2)?
+                    .reshape((b * self.heads, h * w, c / self.heads))?
+                    .contiguous()
+            };
+            super::attention::scaled_dot_product_attention(
+                &split(&q)?,
+                &split(&k)?,
+                &split(&v)?,
+                scale,
+            )?
+            .reshape((b, self.heads, h * w, c / self.heads))?
+            .transpose(1, 2)?
+            .reshape((b, h * w, c))?
+        };
+        let out = self
+            .to_out
+            .forward(&attn)?
+            .transpose(1, 2)?
+            .reshape((b, c, h, w))?;
+        (out + xs)? / self.rescale_output_factor
+    }
+}
+
+/// The VAE's mid block: resnet, then (attention, resnet).
+#[derive(Debug, Clone)]
+pub struct VaeMidBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attention: VaeAttention,
+}
+
+impl VaeMidBlock {
+    pub fn new(vb: VarBuilder, channels: usize, groups: usize, eps: f64) -> Result<Self> {
+        let cfg = ResnetBlock2DConfig {
+            temb_channels: None,
+            groups,
+            eps,
+            ..Default::default()
+        };
+        Ok(Self {
+            resnets: vec![
+                ResnetBlock2D::new(vb.pp("resnets.0"), channels, cfg)?,
+                ResnetBlock2D::new(vb.pp("resnets.1"), channels, cfg)?,
+            ],
+            attention: VaeAttention::new(vb.pp("attentions.0"), channels, None, groups, eps, 1.0)?,
+        })
+    }
+}
+
+impl Module for VaeMidBlock {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.resnets[0].forward(xs, None)?;
+        let xs = self.attention.forward(&xs)?;
+        self.resnets[1].forward(&xs, None)
+    }
+}
+
+/// `DownEncoderBlock2D`: resnets, then a stride-2 convolution over the input padded by one
+/// row and column at the bottom and right (diffusers' `padding=0` downsampler).
+#[derive(Debug, Clone)]
+pub struct DownEncoderBlock2D {
+    resnets: Vec<ResnetBlock2D>,
+    downsample: Option<Conv2d>,
+}
+
+impl DownEncoderBlock2D {
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        layers: usize,
+        groups: usize,
+        eps: f64,
+        add_downsample: bool,
+    ) -> Result<Self> {
+        let resnets = (0..layers)
+            .map(|i| {
+                let cfg = ResnetBlock2DConfig {
+                    out_channels: Some(out_channels),
+                    temb_channels: None,
+                    groups,
+                    eps,
+                    ..Default::default()
+                };
+                let inp = if i == 0 { in_channels } else { out_channels };
+                ResnetBlock2D::new(vb.pp(format!("resnets.{i}")), inp, cfg)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let downsample = if add_downsample {
+            let cfg = Conv2dConfig {
+                stride: 2,
+                ..Default::default()
+            };
+            Some(conv2d(
+                out_channels,
+                out_channels,
+                3,
+                cfg,
+                vb.pp("downsamplers.0.conv"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            resnets,
+            downsample,
+        })
+    }
+}
+
+impl Module for DownEncoderBlock2D {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for r in &self.resnets {
+            xs = r.forward(&xs, None)?;
+        }
+        match &self.downsample {
+            Some(conv) => conv.forward(&xs.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
+                D::Minus2,
+                0,
+                1,
+            )?),
+            None => Ok(xs),
+        }
+    }
+}
+
+/// `UpDecoderBlock2D`: resnets, then nearest 2× upsampling and a 3×3 convolution.
+#[derive(Debug, Clone)]
+pub struct UpDecoderBlock2D {
+    resnets: Vec<ResnetBlock2D>,
+    upsample: Option<Conv2d>,
+}
+
+impl UpDecoderBlock2D {
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        layers: usize,
+        groups: usize,
+        eps: f64,
+        add_upsample: bool,
+    ) -> Result<Self> {
+        let resnets = (0..layers)
+            .map(|i| {
+                let cfg = ResnetBlock2DConfig {
+                    out_channels: Some(out_channels),
+                    temb_channels: None,
+                    groups,
+                    eps,
+                    ..Default::default()
+                };
+                let inp = if i == 0 { in_channels } else { out_channels };
+                ResnetBlock2D::new(vb.pp(format!("resnets.{i}")), inp, cfg)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let upsample = if add_upsample {
+            let cfg = Conv2dConfig {
+                padding: 1,
+                ..Default::default()
+            };
+            Some(conv2d(
+                out_channels,
+                out_channels,
+                3,
+                cfg,
+                vb.pp("upsamplers.0.conv"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { resnets, upsample })
+    }
+}
+
+impl Module for UpDecoderBlock2D {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for r in &self.resnets {
+            xs = r.forward(&xs, None)?;
+        }
+        match &self.upsample {
+            Some(conv) => {
+                let (_, _, h, w) = xs.dims4()?;
+                conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
+            }
+            None => Ok(xs),
+        }
+    }
+}
