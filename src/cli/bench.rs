@@ -1144,10 +1144,9 @@ struct Part {
 /// often a step runs that part at that resolution (down + up blocks; the mid block at 8×8).
 fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<Part>> {
     use candle_core::Module;
-    use candle_transformers::models::stable_diffusion::resnet::{
-        ResnetBlock2D, ResnetBlock2DConfig,
-    };
     use glichen::model::attention::{scaled_dot_product_attention, Attention, FeedForward};
+    use glichen::model::blocks::{conv2d, ResnetBlock2D, ResnetBlock2DConfig};
+    use glichen::model::cpu_ops;
     use glichen::model::transformer::{
         GatedSelfAttentionDense, Transformer2DConfig, Transformer2DModel,
     };
@@ -1216,7 +1215,7 @@ fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<P
                 resnet.forward(&map, Some(&temb))
             }),
         );
-        let conv = candle_nn::conv2d(
+        let conv = conv2d(
             c,
             c,
             3,
@@ -1274,12 +1273,23 @@ fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<P
             }),
         );
         let dh = c / heads;
-        let q = Tensor::randn(0f32, 1f32, (2 * heads, n, dh), dev)?.to_dtype(dtype)?;
+        // The core as the layer runs it: fused on the CPU in f32, else split into heads.
+        let fused = cpu_ops::fused_cpu(&tokens);
+        let q = if fused {
+            Tensor::randn(0f32, 1f32, (2, n, c), dev)?.to_dtype(dtype)?
+        } else {
+            Tensor::randn(0f32, 1f32, (2 * heads, n, dh), dev)?.to_dtype(dtype)?
+        };
         push(
             "    of which softmax(QKᵀ)V core",
             n_tf,
             measure(dev, &key("sdpa"), dn, w, r, || {
-                scaled_dot_product_attention(&q, &q, &q, 1.0 / (dh as f64).sqrt())
+                let scale = 1.0 / (dh as f64).sqrt();
+                if fused {
+                    cpu_ops::multi_head_attention(&q, &q, &q, heads, scale as f32)
+                } else {
+                    scaled_dot_product_attention(&q, &q, &q, scale)
+                }
             }),
         );
         let fuser = GatedSelfAttentionDense::new(vb.pp("fuser"), c, cross, heads, dh)?;
@@ -1304,7 +1314,7 @@ fn breakdown_parts(args: &BenchArgs, dev: &Device, dtype: DType) -> Result<Vec<P
             n_tf,
             measure(dev, &key("ff"), dn, w, r, || ff.forward(&tokens)),
         );
-        let proj = candle_nn::conv2d(c, c, 1, Default::default(), vb.pp("proj"))?;
+        let proj = conv2d(c, c, 1, Default::default(), vb.pp("proj"))?;
         push(
             "  proj_in / proj_out (conv1×1)",
             2 * n_tf,

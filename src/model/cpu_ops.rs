@@ -436,7 +436,9 @@ fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let p = p * r * r + r + 1.0;
-    let pow2n = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2ⁿ from the bits of n + 127 + 2²³ (an exact integer in the low mantissa bits) shifted into
+    // the exponent field: `n as i32` would saturate and stop the loop from vectorising.
+    let pow2n = f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23);
     p * pow2n
 }
 
