@@ -151,7 +151,11 @@ impl GeGlu {
 
 impl Module for GeGlu {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let hidden_gate = self.proj.forward(xs)?.chunk(2, D::Minus1)?;
+        let proj = self.proj.forward(xs)?;
+        if super::cpu_ops::fused_cpu(&proj) {
+            return super::cpu_ops::geglu(&proj);
+        }
+        let hidden_gate = proj.chunk(2, D::Minus1)?;
         &hidden_gate[0] * hidden_gate[1].gelu_erf()?
     }
 }
