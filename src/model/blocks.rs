@@ -5,7 +5,7 @@
 
 use super::cpu_ops;
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{group_norm, linear, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 
 /// `nn.Conv2d`: weight `[out, in / groups, k, k]`, bias `[out]`.
 #[derive(Debug, Clone)]
@@ -47,6 +47,61 @@ impl Module for Conv2d {
         }
         let ys = xs.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?;
         ys.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+/// `nn.GroupNorm` with affine weight and bias; [`GroupNorm::forward_silu`] fuses the SiLU that
+/// follows most of them.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    if groups == 0 || channels % groups != 0 {
+        candle_core::bail!("GroupNorm: {channels} channels do not split into {groups} groups");
+    }
+    Ok(GroupNorm {
+        weight: vb.get(channels, "weight")?,
+        bias: vb.get(channels, "bias")?,
+        groups,
+        eps,
+    })
+}
+
+impl GroupNorm {
+    fn run(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
+        if cpu_ops::fused_cpu(xs) {
+            return cpu_ops::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, silu);
+        }
+        let c = self.weight.dim(0)?;
+        let gn = candle_nn::GroupNorm::new(
+            self.weight.clone(),
+            self.bias.clone(),
+            c,
+            self.groups,
+            self.eps,
+        )?;
+        let ys = gn.forward(xs)?;
+        if silu {
+            candle_nn::ops::silu(&ys)
+        } else {
+            Ok(ys)
+        }
+    }
+
+    /// `silu(group_norm(xs))`.
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        self.run(xs, true)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.run(xs, false)
     }
 }
 
@@ -130,7 +185,7 @@ impl ResnetBlock2D {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
         };
-        let h = candle_nn::ops::silu(&self.norm1.forward(xs)?)?;
+        let h = self.norm1.forward_silu(xs)?;
         let mut h = self.conv1.forward(&h)?;
         if let (Some(temb), Some(proj)) = (temb, &self.time_emb_proj) {
             let t = proj
@@ -139,9 +194,7 @@ impl ResnetBlock2D {
                 .unsqueeze(D::Minus1)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let out = (shortcut + h)?;
         if self.output_scale_factor == 1.0 {
             Ok(out)

@@ -2,11 +2,9 @@
 //! ("fuser") between self-attention and cross-attention.
 
 use super::attention::{Attention, FeedForward};
-use super::blocks::{conv2d, Conv2d};
+use super::blocks::{conv2d, group_norm, Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{
-    group_norm, layer_norm, linear, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{layer_norm, linear, Conv2dConfig, LayerNorm, Linear, VarBuilder};
 
 /// What the fuser of every block receives for one UNet evaluation.
 #[derive(Debug, Clone)]

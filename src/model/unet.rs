@@ -2,11 +2,11 @@
 //! `unet/config.json`. candle-transformers' own UNet keeps its transformer block private, so the
 //! blocks are assembled here from the shared convolutional blocks in [`super::blocks`].
 
-use super::blocks::{conv2d, Conv2d, ResnetBlock2D, ResnetBlock2DConfig};
+use super::blocks::{conv2d, group_norm, Conv2d, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig};
 use super::position_net::{PositionNet, PositionNetInput};
 use super::transformer::{Grounding, Transformer2DConfig, Transformer2DModel};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, linear, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 use serde::Deserialize;
 
 /// A config value that diffusers accepts either once for every block or per block.
@@ -606,7 +606,7 @@ impl UNet2DConditionModel {
                 xs = up.forward(&xs, size)?;
             }
         }
-        let xs = candle_nn::ops::silu(&self.conv_norm_out.forward(&xs)?)?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

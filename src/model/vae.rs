@@ -1,8 +1,10 @@
 //! The KL autoencoder, sized from `vae/config.json`, built from candle-transformers' blocks.
 
-use super::blocks::{conv2d, Conv2d, DownEncoderBlock2D, UpDecoderBlock2D, VaeMidBlock};
+use super::blocks::{
+    conv2d, group_norm, Conv2d, DownEncoderBlock2D, GroupNorm, UpDecoderBlock2D, VaeMidBlock,
+};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
 fn d3() -> usize {
@@ -138,8 +140,10 @@ impl Encoder {
         for block in &self.down_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = self.conv_norm_out.forward(&self.mid_block.forward(&xs)?)?;
-        self.conv_out.forward(&candle_nn::ops::silu(&xs)?)
+        let xs = self
+            .conv_norm_out
+            .forward_silu(&self.mid_block.forward(&xs)?)?;
+        self.conv_out.forward(&xs)
     }
 }
 
@@ -179,8 +183,8 @@ impl Decoder {
         for block in &self.up_blocks {
             xs = block.forward(&xs)?;
         }
-        let xs = self.conv_norm_out.forward(&xs)?;
-        self.conv_out.forward(&candle_nn::ops::silu(&xs)?)
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
+        self.conv_out.forward(&xs)
     }
 }
 
