@@ -41,7 +41,11 @@ fn run_case(dir: &Path, models: &mut HashMap<PathBuf, GligenModel>) -> (f64, f64
             &layout,
             &opts,
             Some(&init),
-            &mut |u| steps.push((u.step, u.gate_scale, u.total)),
+            &mut |u| {
+                if !u.partial {
+                    steps.push((u.step, u.gate_scale, u.total))
+                }
+            },
             &CancelToken::new(),
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));

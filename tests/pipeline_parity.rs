@@ -173,6 +173,7 @@ fn callback_fires_per_step(name: &str) {
     let opts = options(&c, &c.layout);
     let shape = c.init.dims().to_vec();
     let mut seen = Vec::new();
+    let mut partial = Vec::new();
     let out = c
         .model
         .generate(
@@ -182,7 +183,11 @@ fn callback_fires_per_step(name: &str) {
             &mut |u| {
                 assert_eq!(u.pred_x0.dims(), shape.as_slice(), "pred_x0 shape");
                 assert_eq!(u.latents.dims(), shape.as_slice(), "latents shape");
-                seen.push((u.step, u.total, u.timestep));
+                if u.partial {
+                    partial.push((u.step, seen.len()));
+                } else {
+                    seen.push((u.step, u.total, u.timestep));
+                }
             },
             &CancelToken::new(),
         )
@@ -198,6 +203,25 @@ fn callback_fires_per_step(name: &str) {
         "{name}: one callback per sampling step, in order"
     );
     assert!(seen.iter().all(|s| s.1 == opts.steps), "{name}: total");
+    // A step of several UNet evaluations (PLMS's first, PRK's) previews after its first one,
+    // before its own final update; single-evaluation steps send no partial updates.
+    let sched_cfg = c.model.scheduler_config(opts.scheduler).unwrap();
+    let evals =
+        glichen::pipeline::scheduler::build_scheduler(&sched_cfg, opts.scheduler, opts.steps)
+            .unwrap();
+    let want_partial: Vec<(usize, usize)> = (0..opts.steps)
+        .filter(|&k| {
+            (0..evals.timesteps().len())
+                .filter(|&i| evals.sampling_step(i) == k)
+                .count()
+                > 1
+        })
+        .map(|k| (k, k))
+        .collect();
+    assert_eq!(
+        partial, want_partial,
+        "{name}: partial updates (step, finals before it)"
+    );
     // The reported timestep is that of the evaluation that produced `pred_x0` (with PNDM the first
     // step's second evaluation, which repeats in step 1), so it never increases and ends at the
     // scheduler's last timestep.
@@ -246,6 +270,9 @@ fn cancel_from_the_callback_stops_generation() {
             &opts,
             Some(&c.init),
             &mut |u| {
+                if u.partial {
+                    return;
+                }
                 steps.push(u.step);
                 if u.step == 1 {
                     cancel.cancel();

@@ -729,6 +729,8 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
             &options,
             None,
             &mut |u| {
+                // PLMS's first step evaluates the UNet twice; its first evaluation already
+                // gives the preview (a partial update).
                 if u.step == 0 && first.is_none() {
                     // What the studio shows: the cheap latent → RGB projection of the predicted x0.
                     let _ = pipeline::preview::latents_to_rgb(u.pred_x0);

@@ -227,6 +227,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
         &options,
         &inputs,
         &mut |u| {
+            if u.partial {
+                return;
+            }
             bar.set_position(u.step as u64 + 1);
             bar.set_message(format!("t={} grounding {:.2}", u.timestep, u.gate_scale));
             if let Some(dir) = &args.previews {

@@ -521,6 +521,12 @@ pub struct StepUpdate<'a> {
     /// The latents after this step.
     pub latents: &'a Tensor,
     pub gate_scale: f32,
+    /// True for the early preview after the first of several UNet evaluations of one step
+    /// (PLMS's first step evaluates twice): `pred_x0` is that evaluation's prediction and
+    /// `latents` are not the step's result yet. A final update for the same step follows, so
+    /// progress counters and step files should skip partial updates; previews should not, so
+    /// that the first picture appears after one UNet evaluation.
+    pub partial: bool,
 }
 
 pub struct Generated {
@@ -1069,8 +1075,8 @@ impl GligenModel {
                 .ctx(&ctx)?;
             latents = scheduler.step(&noise, t, &latents).ctx(&ctx)?;
             let last_of_step = i + 1 == timesteps.len() || scheduler.sampling_step(i + 1) != step;
-            if last_of_step {
-                step_timestep = None;
+            let first_of_step = i == 0 || scheduler.sampling_step(i - 1) != step;
+            if last_of_step || first_of_step {
                 on_step(&StepUpdate {
                     step,
                     total: total_steps,
@@ -1078,7 +1084,11 @@ impl GligenModel {
                     pred_x0: &pred_x0,
                     latents: &latents,
                     gate_scale: gate,
+                    partial: !last_of_step,
                 });
+            }
+            if last_of_step {
+                step_timestep = None;
             }
         }
         if cancel.is_cancelled() {
