@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Build glichen with `--features cuda` (or `cudnn`) on a machine that has no system CUDA
+# install and no GPU, using NVIDIA's CUDA 13 compiler, headers and libraries from PyPI.
+#
+#   scripts/build-cuda.sh                      # cargo build --release --features cuda
+#   GLICHEN_CUDA_FEATURES=cudnn scripts/build-cuda.sh
+#   scripts/build-cuda.sh --bin glichen        # extra arguments go to cargo build
+#   scripts/build-cuda.sh --print-env          # only set up the venv; print the exports
+#
+# Environment (all optional):
+#   GLICHEN_CUDA_VENV      venv holding the nvidia-* wheels   (~/.cache/glichen-cuda-venv)
+#   GLICHEN_CUDA_FEATURES  cargo features                     (cuda; cudnn adds cuDNN)
+#   CUDA_COMPUTE_CAP       GPU arch the kernels target        (90 = H100/H200 -> sm_90a)
+#   CARGO_TARGET_DIR       cargo target dir                   (<repo>/target/cuda)
+#   GLICHEN_NICE           prefix for the build commands      ("nice -n 19"; "" to disable)
+#   PYTHON                 python used to create the venv     (python3)
+#
+# Why these pieces:
+# - Only the CUDA 13 wheels (nvidia-cuda-nvcc 13.x) ship the `nvcc` driver; the -cu12 nvcc
+#   wheels only carry ptxas. All CUDA 13 wheels unpack into one tree, site-packages/nvidia/cu13
+#   ({bin,include,lib,nvvm}), which serves as CUDA_ROOT.
+# - 13.0 is pinned on purpose: cudarc 0.19.10 reads the version from `nvcc --version` and
+#   accepts 11.4..13.4, and the PTX that candle-kernels builds needs a driver at least as new
+#   as the nvcc that wrote it (PTX ISA 9.0 for 13.0 -> NVIDIA driver >= 580).
+# - candle-core enables cudarc's `dynamic-linking`, so the binary links (and at run time needs)
+#   libcuda.so.1, libcudart.so.13, libcublas(Lt).so.13, libcurand.so.10, libnvrtc.so.13
+#   (+ libcudnn.so.9 with cudnn). The wheels ship only the versioned sonames, so unversioned
+#   link names are added; libcuda comes with the driver, not a wheel, so a link-time stub
+#   lib/stubs/libcuda.so (soname libcuda.so.1, every entry point returns
+#   CUDA_ERROR_STUB_LIBRARY) is generated from cuda.h, like the toolkit's own stubs/libcuda.so.
+#   Never put lib/stubs on LD_LIBRARY_PATH on a GPU machine.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${GLICHEN_CUDA_VENV:-$HOME/.cache/glichen-cuda-venv}"
+FEATURES="${GLICHEN_CUDA_FEATURES:-cuda}"
+PYTHON="${PYTHON:-python3}"
+read -r -a NICE <<<"${GLICHEN_NICE-nice -n 19}"
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target/cuda}"
+
+PRINT_ENV=0
+if [[ "${1:-}" == "--print-env" ]]; then PRINT_ENV=1; shift; fi
+
+# Pinned CUDA 13.0 wheels (nvcc, front end, headers, link/run-time libraries).
+PKGS=(
+  nvidia-cuda-nvcc==13.0.88
+  nvidia-cuda-crt==13.0.88
+  nvidia-nvvm==13.0.88
+  nvidia-cuda-runtime==13.0.96
+  nvidia-cuda-cccl==13.0.85
+  nvidia-cuda-nvrtc==13.0.88
+  nvidia-cublas==13.0.2.14
+  nvidia-curand==10.4.0.35
+)
+# candle's `cudnn` feature turns on cudarc/cudnn = bindings for cuDNN 9.21.
+WANT_CUDNN=0
+if [[ ",$FEATURES," == *",cudnn,"* ]]; then WANT_CUDNN=1; fi
+if [[ $WANT_CUDNN == 1 ]]; then PKGS+=(nvidia-cudnn-cu13==9.21.1.3); fi
+
+log() { printf '[build-cuda] %s\n' "$*" >&2; }
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "creating venv $VENV"
+  "${NICE[@]}" "$PYTHON" -m venv "$VENV"
+fi
+log "installing ${PKGS[*]}"
+"${NICE[@]}" "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PKGS[@]}"
+
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+CUDA_DIR="$SITE/nvidia/cu13"
+[[ -x "$CUDA_DIR/bin/nvcc" ]] || { log "no nvcc in $CUDA_DIR/bin"; exit 1; }
+
+# Unversioned link names (libfoo.so -> libfoo.so.N) next to the wheels' versioned libraries.
+link_name() { # dir soname-glob
+  local dir="$1" f base
+  for f in "$dir"/$2; do
+    [[ -e "$f" ]] || continue
+    base="${f##*/}"
+    ln -sfn "$base" "$dir/${base%%.so*}.so"
+  done
+}
+for l in 'libcudart.so.[0-9]*' 'libcublas.so.[0-9]*' 'libcublasLt.so.[0-9]*' \
+         'libcurand.so.[0-9]*' 'libnvrtc.so.[0-9]*'; do
+  link_name "$CUDA_DIR/lib" "$l"
+done
+LIB_DIRS="$CUDA_DIR/lib"
+if [[ $WANT_CUDNN == 1 ]]; then
+  CUDNN_DIR="$SITE/nvidia/cudnn"
+  link_name "$CUDNN_DIR/lib" 'libcudnn.so.[0-9]*'
+  LIB_DIRS="$LIB_DIRS:$CUDNN_DIR/lib"
+  export CUDNN_PATH="$CUDNN_DIR"
+fi
+
+# Link-time stub for the driver library (libcuda), generated from the wheel's cuda.h.
+STUB="$CUDA_DIR/lib/stubs/libcuda.so"
+if [[ ! -f "$STUB" || "$CUDA_DIR/include/cuda.h" -nt "$STUB" ]]; then
+  log "generating $STUB"
+  mkdir -p "$CUDA_DIR/lib/stubs"
+  tmp="$(mktemp -d)"
+  {
+    grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' "$CUDA_DIR/include/cuda.h"
+    for d in "" -DCUDA_API_PER_THREAD_DEFAULT_STREAM -D__CUDA_API_VERSION_INTERNAL; do
+      cc -E -P -x c $d -I"$CUDA_DIR/include" "$CUDA_DIR/include/cuda.h"
+    done | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\('
+  } | tr -d '( \t' | sort -u | grep -vxE 'cuGetErrorString|cuGetErrorName' >"$tmp/names"
+  {
+    echo '/* generated by scripts/build-cuda.sh: link-time stand-in for the NVIDIA driver library */'
+    echo 'static const char *msg(int e) { return e == 34 ? "CUDA driver is a stub library (no NVIDIA driver installed)" : "unknown CUDA error (libcuda stub)"; }'
+    echo 'int cuGetErrorString(int e, const char **s) { if (s) *s = msg(e); return 0; }'
+    echo 'int cuGetErrorName(int e, const char **s) { if (s) *s = e == 34 ? "CUDA_ERROR_STUB_LIBRARY" : "CUDA_ERROR_UNKNOWN"; return 0; }'
+    sed 's/.*/int &(void) { return 34; }/' "$tmp/names"
+  } >"$tmp/stub.c"
+  cc -shared -fPIC -O1 -Wl,-soname,libcuda.so.1 -o "$STUB" "$tmp/stub.c"
+  rm -rf "$tmp"
+fi
+
+export CUDA_ROOT="$CUDA_DIR" CUDA_PATH="$CUDA_DIR" CUDA_HOME="$CUDA_DIR"
+export NVCC="$CUDA_DIR/bin/nvcc"
+export PATH="$CUDA_DIR/bin:$PATH"
+export LIBRARY_PATH="$LIB_DIRS:$CUDA_DIR/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$LIB_DIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+if [[ $PRINT_ENV == 1 ]]; then
+  for v in CUDA_ROOT CUDA_PATH CUDA_HOME NVCC CUDA_COMPUTE_CAP CARGO_TARGET_DIR PATH LIBRARY_PATH LD_LIBRARY_PATH; do
+    printf 'export %s=%q\n' "$v" "${!v}"
+  done
+  exit 0
+fi
+
+log "$("$NVCC" --version | tail -2 | head -1); CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP; target $CARGO_TARGET_DIR"
+cd "$REPO"
+start=$SECONDS
+"${NICE[@]}" cargo build --release --features "$FEATURES" "$@"
+log "built in $((SECONDS - start)) s: $CARGO_TARGET_DIR/release/glichen"
+log "to run it: export LD_LIBRARY_PATH=$LIB_DIRS (libcuda.so.1 comes from the NVIDIA driver, >= 580)"
