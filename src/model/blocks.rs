@@ -331,137 +331,84 @@ impl Module for VaeMidBlock {
     }
 }
 
-/// `DownEncoderBlock2D`: resnets, then a stride-2 convolution over the input padded by one
-/// row and column at the bottom and right (diffusers' `padding=0` downsampler).
-#[derive(Debug, Clone)]
-pub struct DownEncoderBlock2D {
-    resnets: Vec<ResnetBlock2D>,
-    downsample: Option<Conv2d>,
+/// What follows a VAE block's resnets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resample {
+    None,
+    /// diffusers' `padding=0` downsampler: pad one row and column at the bottom and right,
+    /// then a stride-2 3×3 convolution (`downsamplers.0.conv`).
+    Down,
+    /// Nearest 2× upsampling, then a 3×3 convolution (`upsamplers.0.conv`).
+    Up,
 }
 
-impl DownEncoderBlock2D {
+/// The VAE's `DownEncoderBlock2D` (with [`Resample::Down`] or none) and `UpDecoderBlock2D`
+/// (with [`Resample::Up`] or none): resnets, then the resampling convolution.
+#[derive(Debug, Clone)]
+pub struct VaeBlock {
+    resnets: Vec<ResnetBlock2D>,
+    resample: Option<(Resample, Conv2d)>,
+}
+
+impl VaeBlock {
     pub fn new(
         vb: VarBuilder,
-        in_channels: usize,
-        out_channels: usize,
+        (in_channels, out_channels): (usize, usize),
         layers: usize,
-        groups: usize,
-        eps: f64,
-        add_downsample: bool,
+        (groups, eps): (usize, f64),
+        resample: Resample,
     ) -> Result<Self> {
+        let cfg = ResnetBlock2DConfig {
+            out_channels: Some(out_channels),
+            temb_channels: None,
+            groups,
+            eps,
+            ..Default::default()
+        };
         let resnets = (0..layers)
             .map(|i| {
-                let cfg = ResnetBlock2DConfig {
-                    out_channels: Some(out_channels),
-                    temb_channels: None,
-                    groups,
-                    eps,
-                    ..Default::default()
-                };
                 let inp = if i == 0 { in_channels } else { out_channels };
                 ResnetBlock2D::new(vb.pp(format!("resnets.{i}")), inp, cfg)
             })
             .collect::<Result<Vec<_>>>()?;
-        let downsample = if add_downsample {
-            let cfg = Conv2dConfig {
-                stride: 2,
-                ..Default::default()
-            };
-            Some(conv2d(
-                out_channels,
-                out_channels,
-                3,
-                cfg,
-                vb.pp("downsamplers.0.conv"),
-            )?)
-        } else {
-            None
+        let (stride, padding, name) = match resample {
+            Resample::Down => (2, 0, "downsamplers.0.conv"),
+            _ => (1, 1, "upsamplers.0.conv"),
         };
-        Ok(Self {
-            resnets,
-            downsample,
-        })
+        let resample = match resample {
+            Resample::None => None,
+            r => {
+                let cfg = Conv2dConfig {
+                    stride,
+                    padding,
+                    ..Default::default()
+                };
+                let conv = conv2d(out_channels, out_channels, 3, cfg, vb.pp(name))?;
+                Some((r, conv))
+            }
+        };
+        Ok(Self { resnets, resample })
     }
 }
 
-impl Module for DownEncoderBlock2D {
+impl Module for VaeBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut xs = xs.clone();
         for r in &self.resnets {
             xs = r.forward(&xs, None)?;
         }
-        match &self.downsample {
-            Some(conv) => conv.forward(&xs.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
-                D::Minus2,
-                0,
-                1,
-            )?),
+        match &self.resample {
             None => Ok(xs),
-        }
-    }
-}
-
-/// `UpDecoderBlock2D`: resnets, then nearest 2× upsampling and a 3×3 convolution.
-#[derive(Debug, Clone)]
-pub struct UpDecoderBlock2D {
-    resnets: Vec<ResnetBlock2D>,
-    upsample: Option<Conv2d>,
-}
-
-impl UpDecoderBlock2D {
-    pub fn new(
-        vb: VarBuilder,
-        in_channels: usize,
-        out_channels: usize,
-        layers: usize,
-        groups: usize,
-        eps: f64,
-        add_upsample: bool,
-    ) -> Result<Self> {
-        let resnets = (0..layers)
-            .map(|i| {
-                let cfg = ResnetBlock2DConfig {
-                    out_channels: Some(out_channels),
-                    temb_channels: None,
-                    groups,
-                    eps,
-                    ..Default::default()
-                };
-                let inp = if i == 0 { in_channels } else { out_channels };
-                ResnetBlock2D::new(vb.pp(format!("resnets.{i}")), inp, cfg)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let upsample = if add_upsample {
-            let cfg = Conv2dConfig {
-                padding: 1,
-                ..Default::default()
-            };
-            Some(conv2d(
-                out_channels,
-                out_channels,
-                3,
-                cfg,
-                vb.pp("upsamplers.0.conv"),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self { resnets, upsample })
-    }
-}
-
-impl Module for UpDecoderBlock2D {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.clone();
-        for r in &self.resnets {
-            xs = r.forward(&xs, None)?;
-        }
-        match &self.upsample {
-            Some(conv) => {
+            Some((Resample::Down, conv)) => {
+                let padded = xs
+                    .pad_with_zeros(D::Minus1, 0, 1)?
+                    .pad_with_zeros(D::Minus2, 0, 1)?;
+                conv.forward(&padded)
+            }
+            Some((_, conv)) => {
                 let (_, _, h, w) = xs.dims4()?;
                 conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
             }
-            None => Ok(xs),
         }
     }
 }

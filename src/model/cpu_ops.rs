@@ -54,11 +54,11 @@ struct FusedAttention {
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(d) => d.as_slice(),
-        _ => candle_core::bail!("fused attention: {what} must be f32"),
+        _ => candle_core::bail!("fused CPU kernel: {what} must be f32"),
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fused attention: {what} must be contiguous"),
+        None => candle_core::bail!("fused CPU kernel: {what} must be contiguous"),
     }
 }
 

@@ -1,8 +1,6 @@
 //! The KL autoencoder, sized from `vae/config.json`, built from candle-transformers' blocks.
 
-use super::blocks::{
-    conv2d, group_norm, Conv2d, DownEncoderBlock2D, GroupNorm, UpDecoderBlock2D, VaeMidBlock,
-};
+use super::blocks::{conv2d, group_norm, Conv2d, GroupNorm, Resample, VaeBlock, VaeMidBlock};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
@@ -86,7 +84,7 @@ impl LatentPosterior {
 #[derive(Debug)]
 struct Encoder {
     conv_in: Conv2d,
-    down_blocks: Vec<DownEncoderBlock2D>,
+    down_blocks: Vec<VaeBlock>,
     mid_block: VaeMidBlock,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
@@ -96,7 +94,7 @@ struct Encoder {
 struct Decoder {
     conv_in: Conv2d,
     mid_block: VaeMidBlock,
-    up_blocks: Vec<UpDecoderBlock2D>,
+    up_blocks: Vec<VaeBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
@@ -115,14 +113,16 @@ impl Encoder {
         let mut down_blocks = Vec::with_capacity(boc.len());
         for (i, &out) in boc.iter().enumerate() {
             let inp = if i > 0 { boc[i - 1] } else { boc[0] };
-            down_blocks.push(DownEncoderBlock2D::new(
+            down_blocks.push(VaeBlock::new(
                 vb.pp(format!("down_blocks.{i}")),
-                inp,
-                out,
+                (inp, out),
                 cfg.layers_per_block,
-                cfg.norm_num_groups,
-                1e-6,
-                i + 1 < boc.len(),
+                (cfg.norm_num_groups, 1e-6),
+                if i + 1 < boc.len() {
+                    Resample::Down
+                } else {
+                    Resample::None
+                },
             )?);
         }
         let last = boc[boc.len() - 1];
@@ -159,14 +159,16 @@ impl Decoder {
         let mut up_blocks = Vec::with_capacity(boc.len());
         for (i, &out) in rev.iter().enumerate() {
             let inp = if i > 0 { rev[i - 1] } else { rev[0] };
-            up_blocks.push(UpDecoderBlock2D::new(
+            up_blocks.push(VaeBlock::new(
                 vb.pp(format!("up_blocks.{i}")),
-                inp,
-                out,
+                (inp, out),
                 cfg.layers_per_block + 1,
-                cfg.norm_num_groups,
-                1e-6,
-                i + 1 < boc.len(),
+                (cfg.norm_num_groups, 1e-6),
+                if i + 1 < boc.len() {
+                    Resample::Up
+                } else {
+                    Resample::None
+                },
             )?);
         }
         Ok(Self {
