@@ -76,14 +76,20 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
         "cpu" => Ok(Device::Cpu),
         "cuda" => Device::new_cuda(0).map_err(err),
         "metal" => Device::new_metal(0).map_err(err),
+        // `cuda_is_available` only says the build has CUDA: a CUDA build on a machine without a
+        // GPU (or driver) must still run, on the CPU.
         "auto" => {
             if candle_core::utils::cuda_is_available() {
-                Device::new_cuda(0).map_err(err)
-            } else if candle_core::utils::metal_is_available() {
-                Device::new_metal(0).map_err(err)
-            } else {
-                Ok(Device::Cpu)
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
             }
+            if candle_core::utils::metal_is_available() {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
         }
         other => match other
             .strip_prefix("cuda:")
