@@ -844,8 +844,15 @@ mod tests {
             32,
             1e-5,
         )?;
-        time("GN+silu 64x64x320", &|| {
+        time("candle GN+silu 64x64x320", &|| {
             candle_nn::ops::silu(&gn.forward(&x)?)
+        })?;
+        let (gw, gb) = (
+            Tensor::ones(320, DType::F32, &dev)?,
+            Tensor::zeros(320, DType::F32, &dev)?,
+        );
+        time("GN+silu 64x64x320", &|| {
+            group_norm(&x, &gw, &gb, 32, 1e-5, true)
         })?;
         let h = Tensor::randn(0f32, 1.0, (2, 4096, 5120), &dev)?;
         time("geglu gate", &|| geglu(&h))?;
