@@ -9,7 +9,8 @@ use clap::Parser;
 /// and unmaps it on free, so each of a step's large activations (a 512² VAE feature map is
 /// 128 MiB) is page-faulted and zeroed by the kernel again on every call: about a tenth of a VAE
 /// decode. Serving them from the heap and keeping freed memory lets the next step reuse it; the
-/// peak is unchanged, the process just keeps its high-water mark.
+/// process keeps its high-water mark, and the peak barely moves (5.80 → 5.91 GiB for a 512² VAE
+/// decode).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

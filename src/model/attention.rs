@@ -18,7 +18,6 @@ pub struct Attention {
     to_v: Linear,
     to_out: Linear,
     heads: usize,
-    dim_head: usize,
     scale: f64,
 }
 
@@ -38,43 +37,50 @@ impl Attention {
             to_v: linear_no_bias(context_dim, inner, vb.pp("to_v"))?,
             to_out: linear(inner, query_dim, vb.pp("to_out.0"))?,
             heads,
-            dim_head,
             scale: 1.0 / (dim_head as f64).sqrt(),
         })
     }
 
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, n, _) = xs.dims3()?;
-        xs.reshape((b, n, self.heads, self.dim_head))?
-            .transpose(1, 2)?
-            .reshape((b * self.heads, n, self.dim_head))?
-            .contiguous()
-    }
-
     /// `context` is `None` for self-attention.
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        let (b, n, _) = xs.dims3()?;
         let context = context.unwrap_or(xs);
-        if super::cpu_ops::fused_cpu(xs) {
-            let out = super::cpu_ops::multi_head_attention(
-                &self.to_q.forward(xs)?,
-                &self.to_k.forward(context)?,
-                &self.to_v.forward(context)?,
-                self.heads,
-                self.scale as f32,
-            )?;
-            return self.to_out.forward(&out);
-        }
-        let q = self.split_heads(&self.to_q.forward(xs)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
-        let out = scaled_dot_product_attention(&q, &k, &v, self.scale)?;
-        let out = out
-            .reshape((b, self.heads, n, self.dim_head))?
-            .transpose(1, 2)?
-            .reshape((b, n, self.heads * self.dim_head))?;
+        let out = multi_head_attention(
+            &self.to_q.forward(xs)?,
+            &self.to_k.forward(context)?,
+            &self.to_v.forward(context)?,
+            self.heads,
+            self.scale,
+        )?;
         self.to_out.forward(&out)
     }
+}
+
+/// Multi-head attention on `[batch, tokens, heads·dim]` projections, returning
+/// `[batch, tokens, heads·dim_v]`: the fused kernel on the CPU in f32, else the heads split into
+/// `[batch·heads, tokens, dim]` copies for [`scaled_dot_product_attention`].
+pub fn multi_head_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    if super::cpu_ops::fused_cpu(q) {
+        return super::cpu_ops::multi_head_attention(q, k, v, heads, scale as f32);
+    }
+    let split = |t: &Tensor| -> Result<Tensor> {
+        let (b, n, inner) = t.dims3()?;
+        t.reshape((b, n, heads, inner / heads))?
+            .transpose(1, 2)?
+            .reshape((b * heads, n, inner / heads))?
+            .contiguous()
+    };
+    let (b, n, _) = q.dims3()?;
+    let out = scaled_dot_product_attention(&split(q)?, &split(k)?, &split(v)?, scale)?;
+    let dv = out.dim(2)?;
+    out.reshape((b, heads, n, dv))?
+        .transpose(1, 2)?
+        .reshape((b, n, heads * dv))
 }
 
 /// softmax(q kᵀ · scale) v over `[batch·heads, tokens, dim]` tensors. Scores and softmax run in f32

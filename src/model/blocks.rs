@@ -270,25 +270,7 @@ impl Module for VaeAttention {
             self.to_v.forward(&tokens)?,
         );
         let scale = 1.0 / ((c / self.heads) as f64).sqrt();
-        let attn = if cpu_ops::fused_cpu(&q) {
-            cpu_ops::multi_head_attention(&q, &k, &v, self.heads, scale as f32)?
-        } else {
-            let split = |t: &Tensor| -> Result<Tensor> {
-                t.reshape((b, h * w, self.heads, c / self.heads))?
-                    .transpose(1, 2)?
-                    .reshape((b * self.heads, h * w, c / self.heads))?
-                    .contiguous()
-            };
-            super::attention::scaled_dot_product_attention(
-                &split(&q)?,
-                &split(&k)?,
-                &split(&v)?,
-                scale,
-            )?
-            .reshape((b, self.heads, h * w, c / self.heads))?
-            .transpose(1, 2)?
-            .reshape((b, h * w, c))?
-        };
+        let attn = super::attention::multi_head_attention(&q, &k, &v, self.heads, scale)?;
         let out = self
             .to_out
             .forward(&attn)?
