@@ -1,8 +1,9 @@
 //! Original-format GLIGEN checkpoints (github gligen/GLIGEN, commit f9dccb9) against the original
-//! code's own sampling (`tests/fixtures/original/`, see its README): the tiny text-box and keypoint
-//! checkpoints loaded from their `.pth` files, sampled with the original PLMS sampler's timesteps
-//! and three-stage gate schedule, final latents and the decoded image within relative L2 1e-4
-//! (float32, CPU). Print the measured errors with
+//! code's own sampling (`tests/fixtures/original/`, see its README): the tiny text-box, keypoint,
+//! text-image and inpainting checkpoints loaded from their `.pth` files (text-image with the CLIP
+//! folder `image_encoder/` beside them), sampled with the original PLMS sampler's timesteps and
+//! three-stage gate schedule (inpainting with the recorded noise draws), final latents and the
+//! decoded image within relative L2 1e-4 (float32, CPU). Print the measured errors with
 //! `cargo test --release --test original -- --nocapture`.
 
 mod common;
@@ -10,7 +11,9 @@ mod common;
 use candle_core::{DType, Device};
 use common::{case_dirs, case_model, check, fixtures, load_tensor, PIPELINE_TOL};
 use glichen::layout::Layout;
-use glichen::pipeline::{CancelToken, GenerateOptions, GligenModel};
+use glichen::pipeline::{
+    CancelToken, GenerateInputs, GenerateOptions, GligenModel, ModelOrigin, RecordedNoise,
+};
 use glichen::weights::{resolve_model, ModelSource};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,13 +37,21 @@ fn run_case(dir: &Path, models: &mut HashMap<PathBuf, GligenModel>) -> (f64, f64
     let init = load_tensor(&dir.join("init_latents.safetensors"), "latents");
     let mut opts = GenerateOptions::from_layout(&layout, model.default_scheduler);
     opts.decode = false;
+    let noise = dir.join("noise.safetensors");
+    let inputs = GenerateInputs {
+        init_latents: Some(init),
+        noise: noise
+            .is_file()
+            .then(|| RecordedNoise::load(&noise).unwrap_or_else(|e| panic!("{name}: {e}"))),
+        base_dir: Some(dir.to_path_buf()),
+    };
     let mut steps = Vec::new();
     let started = std::time::Instant::now();
     let out = model
-        .generate(
+        .generate_with(
             &layout,
             &opts,
-            Some(&init),
+            &inputs,
             &mut |u| {
                 if !u.partial {
                     steps.push((u.step, u.gate_scale, u.total))
@@ -81,11 +92,11 @@ fn run_case(dir: &Path, models: &mut HashMap<PathBuf, GligenModel>) -> (f64, f64
     (latents_err, image_err)
 }
 
-/// Both checkpoints are loaded once and shared by the three cases.
+/// Each checkpoint is loaded once and shared by its cases.
 #[test]
 fn original_cases_match_the_original_code() {
     let dirs = case_dirs(&original_dir());
-    assert_eq!(dirs.len(), 3, "original cases: {dirs:?}");
+    assert_eq!(dirs.len(), 7, "original cases: {dirs:?}");
     let mut models = HashMap::new();
     let mut worst = (0f64, 0f64);
     for dir in &dirs {
@@ -93,7 +104,110 @@ fn original_cases_match_the_original_code() {
         worst = (worst.0.max(l), worst.1.max(i));
     }
     println!("worst: latents {:.3e}, image {:.3e}", worst.0, worst.1);
-    assert_eq!(models.len(), 2, "the text-box and the keypoint checkpoint");
+    assert_eq!(
+        models.len(),
+        4,
+        "the text-box, keypoint, text-image and inpainting checkpoints"
+    );
+}
+
+/// What the text-image and inpainting checkpoints are recognised as, and how the image tower is
+/// found: beside the checkpoint, given explicitly, or refused with a message naming the folder.
+#[test]
+fn text_image_and_inpainting_checkpoints() {
+    let ti = original_dir().join("gligen-tiny-text-image.pth");
+    let ip = original_dir().join("gligen-tiny-inpaint-text.pth");
+    let m = GligenModel::load(
+        &ModelSource::OriginalCheckpoint(ti.clone()),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let l = m.limits();
+    assert!(l.supports_image_boxes && l.supports_text_boxes && !l.supports_inpainting);
+    assert_eq!(m.origin, ModelOrigin::Original);
+    let g = m.image_grounding.as_ref().unwrap();
+    // the original code opens pictures with PIL's convert("RGB")
+    assert!(g.drop_alpha);
+    assert_eq!(g.project.in_dim().unwrap(), 48);
+
+    let explicit = glichen::pipeline::LoadOptions {
+        image_encoder: Some(original_dir().join("image_encoder").display().to_string()),
+    };
+    let lonely = tempdir("lonely-text-image");
+    std::fs::copy(&ti, lonely.join("ck.pth")).unwrap();
+    assert!(GligenModel::load_with(
+        &ModelSource::OriginalCheckpoint(lonely.join("ck.pth")),
+        &Device::Cpu,
+        DType::F32,
+        &explicit,
+    )
+    .is_ok());
+    // a folder that is not a CLIP model is named
+    let not_clip = glichen::pipeline::LoadOptions {
+        image_encoder: Some(lonely.display().to_string()),
+    };
+    let err = GligenModel::load_with(
+        &ModelSource::OriginalCheckpoint(lonely.join("ck.pth")),
+        &Device::Cpu,
+        DType::F32,
+        &not_clip,
+    )
+    .err()
+    .expect("a folder without config.json is not a CLIP model")
+    .to_string();
+    assert!(err.contains("not a CLIP folder"), "{err}");
+    // without its projection matrix the tiny tower meets the built-in ViT-L/14 one (768 wide)
+    let tower = lonely.join("tower");
+    std::fs::create_dir_all(&tower).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(original_dir().join("image_encoder").join(f), tower.join(f)).unwrap();
+    }
+    let err = GligenModel::load_with(
+        &ModelSource::OriginalCheckpoint(lonely.join("ck.pth")),
+        &Device::Cpu,
+        DType::F32,
+        &glichen::pipeline::LoadOptions {
+            image_encoder: Some(tower.display().to_string()),
+        },
+    )
+    .err()
+    .expect("a 48-wide tower with the 768-wide matrix")
+    .to_string();
+    assert!(
+        err.contains("projection matrix takes 768")
+            && err.contains("projection_matrix.safetensors"),
+        "{err}"
+    );
+
+    let p = GligenModel::load(
+        &ModelSource::OriginalCheckpoint(ip),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let pl = p.limits();
+    assert!(pl.supports_inpainting && pl.supports_text_boxes && !pl.supports_image_boxes);
+    // an inpainting model needs the picture
+    let layout = Layout::load(original_dir().join("tb_dev_two_boxes/layout.json")).unwrap();
+    let opts = GenerateOptions::from_layout(&layout, p.default_scheduler);
+    let err = p
+        .generate(&layout, &opts, None, &mut |_| {}, &CancelToken::new())
+        .err()
+        .expect("no inpaint picture")
+        .to_string();
+    assert!(err.contains("inpaint"), "{err}");
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("glichen-original-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 #[test]

@@ -337,6 +337,7 @@ pub fn random_sd14_gligen(dev: &Device, dtype: DType) -> Result<GligenModel> {
         device: dev.clone(),
         dtype,
         name: "random SD 1.4 GLIGEN".into(),
+        origin: glichen::pipeline::ModelOrigin::Diffusers,
     })
 }
 

@@ -81,6 +81,11 @@ pub struct GenerateArgs {
     /// Write a cheap latent preview PNG per step into this folder.
     #[arg(long)]
     pub previews: Option<PathBuf>,
+    /// Original text-image checkpoints: the CLIP image tower (a transformers CLIP folder or a hub
+    /// repo id). Default: an `image_encoder/` folder beside the checkpoint, else
+    /// openai/clip-vit-large-patch14 from the hub, as the original code.
+    #[arg(long)]
+    pub image_encoder: Option<String>,
 }
 
 fn parse_scheduler(s: &str) -> std::result::Result<SchedulerKind, String> {
@@ -193,7 +198,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let dtype = pipeline::parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
     let source = weights::resolve_model(&args.model, true)?;
     let started = std::time::Instant::now();
-    let model = GligenModel::load(&source, &device, dtype)?;
+    let load_options = pipeline::LoadOptions {
+        image_encoder: args.image_encoder.clone(),
+    };
+    let model = GligenModel::load_with(&source, &device, dtype, &load_options)?;
     tracing::info!("loaded {} in {:.1?}", model.name, started.elapsed());
 
     let mut options = GenerateOptions::from_layout(&layout, model.default_scheduler);

@@ -220,6 +220,14 @@ impl ImageProjection {
         })
     }
 
+    /// From the original GLIGEN code's `projection_matrix` `P` `[in, out]`, applied as
+    /// `feature @ P` (`gligen_inference.project(feature, P.T)`): a linear layer with weight `Pᵀ`.
+    pub fn from_matrix(p: &Tensor) -> Result<Self> {
+        Ok(Self {
+            project: Linear::new(p.t()?.contiguous()?, None),
+        })
+    }
+
     pub fn in_dim(&self) -> Result<usize> {
         self.project.weight().dim(1)
     }

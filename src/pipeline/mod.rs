@@ -119,6 +119,81 @@ pub struct ImageGrounding {
     pub encoder: crate::model::clip_vision::ClipVisionModelWithProjection,
     pub project: crate::model::clip_vision::ImageProjection,
     pub processor: image_prep::ClipImageProcessorConfig,
+    /// The original code opens pictures with PIL's `convert("RGB")`, which drops alpha, before the
+    /// processor; diffusers hands the picture to the processor, which composites it onto white.
+    pub drop_alpha: bool,
+}
+
+/// Whose rules a loaded model follows where diffusers and the original GLIGEN code differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelOrigin {
+    /// A diffusers folder: diffusers' GLIGEN pipelines.
+    Diffusers,
+    /// An original checkpoint: `gligen_inference.py` and its PLMS sampler. Grounded inpainting
+    /// re-noises the kept region once per sampling step (diffusers: before every UNet evaluation,
+    /// so twice in PLMS's first step) and resizes the picture with PIL's default bicubic filter
+    /// (diffusers: Lanczos).
+    Original,
+}
+
+/// Loading choices beyond the model itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadOptions {
+    /// The CLIP image tower of an original text-image checkpoint: a transformers CLIP folder or a
+    /// hub repo id. By default an `image_encoder/` folder beside the checkpoint, else
+    /// `openai/clip-vit-large-patch14` from the hub, as the original code uses.
+    pub image_encoder: Option<String>,
+}
+
+impl ImageGrounding {
+    /// A transformers CLIP folder (`openai/clip-vit-large-patch14` for the released checkpoints) and
+    /// GLIGEN's projection matrix, as the original code's `get_clip_feature` uses them.
+    pub fn from_clip_folder(
+        dir: &std::path::Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, PipelineError> {
+        use crate::model::clip_vision::{
+            ClipVisionConfig, ClipVisionModelWithProjection, ImageProjection,
+        };
+        use crate::weights::original as orig;
+        let config_path = dir.join("config.json");
+        let cfg: ClipVisionConfig = serde_json::from_value(orig::clip_vision_config_value(dir)?)
+            .map_err(|e| WeightsError::Config {
+                path: config_path.clone(),
+                message: e.to_string(),
+            })?;
+        let vb = crate::weights::TensorFile::open(&orig::clip_weights_path(dir)?)?
+            .into_var_builder(dtype, device);
+        let encoder =
+            ClipVisionModelWithProjection::new(vb, &cfg).map_err(build_err("image encoder"))?;
+        let p = orig::projection_matrix(dir, &Device::Cpu)?;
+        let (p_in, _) = p.dims2().map_err(build_err("image projection"))?;
+        if p_in != cfg.projection_dim {
+            return Err(WeightsError::Config {
+                path: config_path,
+                message: format!(
+                    "the image tower's embeddings are {} wide but the projection matrix takes {p_in}; put a `{}` for this tower in {}",
+                    cfg.projection_dim,
+                    orig::PROJECTION_MATRIX_FILE,
+                    dir.display()
+                ),
+            }
+            .into());
+        }
+        let p = p
+            .to_dtype(dtype)
+            .and_then(|p| p.to_device(device))
+            .map_err(build_err("image projection"))?;
+        let project = ImageProjection::from_matrix(&p).map_err(build_err("image projection"))?;
+        let processor = image_prep::ClipImageProcessorConfig::from_folder(dir)?;
+        Ok(Self {
+            encoder,
+            project,
+            processor,
+            drop_alpha: true,
+        })
+    }
 }
 
 /// diffusers' `gligen_normalize_constant`: image features are scaled to this length, about the
@@ -140,6 +215,7 @@ pub struct GligenModel {
     pub dtype: DType,
     /// Where the model came from, for messages.
     pub name: String,
+    pub origin: ModelOrigin,
 }
 
 fn build_err(component: &str) -> impl Fn(candle_core::Error) -> WeightsError + '_ {
@@ -155,36 +231,54 @@ impl GligenModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self, PipelineError> {
+        Self::load_with(source, device, dtype, &LoadOptions::default())
+    }
+
+    pub fn load_with(
+        source: &ModelSource,
+        device: &Device,
+        dtype: DType,
+        options: &LoadOptions,
+    ) -> Result<Self, PipelineError> {
         match source {
             ModelSource::Folder(root) => {
                 Self::load_diffusers(&DiffusersFolder::open(root)?, device, dtype)
             }
-            ModelSource::OriginalCheckpoint(path) => Self::load_original(path, device, dtype),
+            ModelSource::OriginalCheckpoint(path) => {
+                Self::load_original(path, device, dtype, options)
+            }
         }
     }
 
     /// An original GLIGEN checkpoint: networks renamed to diffusers' names, CLIP's vocabulary, and
     /// the PLMS schedule of the original sampler (the checkpoint's own betas when it has them).
+    /// Text-image checkpoints also get the CLIP image tower and GLIGEN's projection matrix, which
+    /// they do not carry (see [`LoadOptions::image_encoder`]).
     pub fn load_original(
         path: &std::path::Path,
         device: &Device,
         dtype: DType,
+        options: &LoadOptions,
     ) -> Result<Self, PipelineError> {
         use crate::weights::original::{GroundingKind, OriginalCheckpoint};
         let ck = OriginalCheckpoint::open(path, &Device::Cpu)?;
-        if matches!(
-            ck.grounding,
-            GroundingKind::Other | GroundingKind::TextImageBox
-        ) {
+        if ck.grounding == GroundingKind::Other {
             return Err(WeightsError::Config {
                 path: path.to_path_buf(),
-                message: format!(
-                    "{:?} grounding checkpoints are not supported yet (text-box and keypoint are)",
-                    ck.grounding
-                ),
+                message: "this checkpoint's grounding tokenizer is not text-box, text-image-box or keypoint: the spatial-condition checkpoints (HED, canny, depth, normal, semantic maps) are not supported yet".into(),
             }
             .into());
         }
+        let image_grounding = if ck.grounding == GroundingKind::TextImageBox {
+            let dir = crate::weights::original::find_image_encoder(
+                path,
+                options.image_encoder.as_deref(),
+                true,
+            )?;
+            Some(ImageGrounding::from_clip_folder(&dir, device, dtype)?)
+        } else {
+            None
+        };
         let tokenizer = ClipTokenizer::builtin()?;
         let text_encoder = ClipTextModel::new(
             ck.text_encoder.into_var_builder(dtype, device),
@@ -196,6 +290,19 @@ impl GligenModel {
                 .map_err(build_err("UNet"))?;
         let vae = AutoencoderKL::new(ck.vae.into_var_builder(dtype, device), &ck.vae_config)
             .map_err(build_err("VAE"))?;
+        if let (Some(g), Some(net)) = (&image_grounding, &unet.position_net) {
+            let out = g.project.out_dim().map_err(build_err("image projection"))?;
+            if out != net.positive_len {
+                return Err(WeightsError::Config {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "the image projection gives {out}-wide features but the position net takes {}: the image tower does not belong to this checkpoint",
+                        net.positive_len
+                    ),
+                }
+                .into());
+            }
+        }
         let mut sched = SchedulerConfig::stable_diffusion_v1();
         sched.trained_betas = ck.betas;
         // The original samplers' timesteps: `range(0, 1000, 1000 // steps) + 1`.
@@ -209,12 +316,13 @@ impl GligenModel {
             text_encoder,
             unet,
             vae,
-            image_grounding: None,
+            image_grounding,
             scheduler_json,
             default_scheduler: SchedulerType::Pndm,
             device: device.clone(),
             dtype,
             name: path.display().to_string(),
+            origin: ModelOrigin::Original,
         })
     }
 
@@ -296,6 +404,7 @@ impl GligenModel {
                 encoder,
                 project,
                 processor,
+                drop_alpha: false,
             })
         } else {
             None
@@ -325,6 +434,7 @@ impl GligenModel {
             device: device.clone(),
             dtype,
             name: folder.root.display().to_string(),
+            origin: ModelOrigin::Diffusers,
         })
     }
 
@@ -480,7 +590,10 @@ impl GenerateOptions {
 pub struct RecordedNoise {
     /// `[1, 4, h, w]`: the VAE posterior sample's draw (latent = mean + std · vae_noise).
     pub vae_noise: Tensor,
-    /// `[K, 1, 4, h, w]`: one draw per UNet evaluation, used as `add_noise(z0, step_noise[i], t_i)`.
+    /// `[K, 1, 4, h, w]`: the draws that re-noise the kept region, used as
+    /// `add_noise(z0, step_noise[i], t_i)`: one per UNet evaluation for diffusers models (K = N + 1
+    /// for PNDM), one per sampling step for original checkpoints (K = the steps the PLMS sampler
+    /// runs).
     pub step_noise: Tensor,
 }
 
@@ -647,6 +760,13 @@ impl GligenModel {
                 "this model has no image encoder, so it cannot take image boxes".into(),
             )
         })?;
+        let dropped;
+        let img = if g.drop_alpha && img.color().has_alpha() {
+            dropped = image::DynamicImage::ImageRgb8(img.to_rgb8());
+            &dropped
+        } else {
+            img
+        };
         let pixels = g
             .processor
             .preprocess(img, &self.device)
@@ -821,8 +941,10 @@ impl GligenModel {
         self.generate_with(layout, options, &inputs, on_step, cancel)
     }
 
-    /// The picture to inpaint, cropped to the canvas's aspect ratio and resized to it (Lanczos, as
-    /// diffusers does with PIL), as `[1, 3, H, W]` in [-1, 1].
+    /// The picture to inpaint, cropped to the canvas's aspect ratio and resized to it, as
+    /// `[1, 3, H, W]` in [-1, 1]. diffusers resizes with PIL's Lanczos; the original code with
+    /// `resize`'s default, bicubic, and without cropping (it squashes a picture of another aspect
+    /// ratio onto its square canvas, which Glichen does not do to anyone's photo).
     fn inpaint_pixels(
         &self,
         layout: &Layout,
@@ -851,7 +973,11 @@ impl GligenModel {
                 (iw + cw) / 2.0,
                 (ih + ch) / 2.0,
             );
-            resample::pil_resize(&cropped, w, h, resample::PilFilter::Lanczos)
+            let filter = match self.origin {
+                ModelOrigin::Diffusers => resample::PilFilter::Lanczos,
+                ModelOrigin::Original => resample::PilFilter::Bicubic,
+            };
+            resample::pil_resize(&cropped, w, h, filter)
         };
         let data: Vec<f32> = rgb
             .as_raw()
@@ -1015,17 +1141,28 @@ impl GligenModel {
             let step_t = *step_timestep.get_or_insert(t);
             let gate = gates.get(step).copied().unwrap_or(0.0);
             let ctx = format!("UNet evaluation {i} (step {step}, timestep {t})");
-            if let Some((z0, mask, _)) = &inpaint {
+            // diffusers re-noises before every UNet evaluation, the original sampler once per step.
+            let renoise = match self.origin {
+                ModelOrigin::Diffusers => Some(i),
+                ModelOrigin::Original => {
+                    (i == 0 || scheduler.sampling_step(i - 1) != step).then_some(step)
+                }
+            };
+            if let (Some((z0, mask, _)), Some(draw)) = (&inpaint, renoise) {
                 let noise = match &inputs.noise {
                     Some(n) => {
                         let k = n.step_noise.dim(0).ctx("step noise")?;
-                        if i >= k {
+                        if draw >= k {
                             return Err(PipelineError::Invalid(format!(
-                                "recorded step_noise has {k} draws; evaluation {i} needs one more"
+                                "recorded step_noise has {k} draws; {} needs one more",
+                                match self.origin {
+                                    ModelOrigin::Diffusers => format!("evaluation {i}"),
+                                    ModelOrigin::Original => format!("step {step}"),
+                                }
                             )));
                         }
                         n.step_noise
-                            .get(i)
+                            .get(draw)
                             .ctx("step noise")?
                             .to_device(dev)
                             .ctx("step noise")?

@@ -146,6 +146,31 @@ pub fn fetch_repo(
     Ok(ModelSource::Folder(root))
 }
 
+/// Named files of a hub repository (from the cache, downloaded when missing); returns the snapshot
+/// folder that holds them.
+pub fn fetch_files(
+    repo_id: &str,
+    revision: &str,
+    files: &[&str],
+    progress: bool,
+) -> Result<std::path::PathBuf, WeightsError> {
+    let err = |message: String| WeightsError::Download {
+        repo: repo_id.to_string(),
+        message,
+    };
+    let repo = api(progress)?.repo(hf_hub::Repo::with_revision(
+        repo_id.to_string(),
+        hf_hub::RepoType::Model,
+        revision.to_string(),
+    ));
+    let mut folder = None;
+    for file in files {
+        let path = repo.get(file).map_err(|e| err(format!("{file}: {e}")))?;
+        folder = folder.or_else(|| path.parent().map(|p| p.to_path_buf()));
+    }
+    folder.ok_or_else(|| err("no files asked for".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use super::{TensorFile, WeightsError};
 use crate::model::{ClipTextConfig, UNetConfig, VaeConfig};
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What the released checkpoints use and their tensors do not record.
 pub const UNET_HEADS: usize = 8;
@@ -399,4 +399,129 @@ impl OriginalCheckpoint {
             grounding,
         })
     }
+}
+
+/// The CLIP model whose image tower the original code uses for text-image checkpoints
+/// (`CLIPModel.from_pretrained` in `gligen_inference.prepare_batch`).
+pub const IMAGE_ENCODER_REPO: &str = "openai/clip-vit-large-patch14";
+/// What of [`IMAGE_ENCODER_REPO`] is needed: the text tower comes with the weights file, which has
+/// no vision-only variant.
+pub const IMAGE_ENCODER_FILES: [&str; 3] = [
+    "config.json",
+    "preprocessor_config.json",
+    "model.safetensors",
+];
+/// GLIGEN's `projection_matrix` (github gligen/GLIGEN at f9dccb9, MIT licence; stored as
+/// safetensors, tensor `projection_matrix`): maps ViT-L/14's 768-wide image embeddings into the
+/// phrase-embedding space, `feature @ P`. The checkpoints do not carry it.
+pub const PROJECTION_MATRIX: &[u8] =
+    include_bytes!("../../assets/gligen_projection_matrix.safetensors");
+/// The file a CLIP folder may hold to replace [`PROJECTION_MATRIX`] (a tower of another width).
+pub const PROJECTION_MATRIX_FILE: &str = "projection_matrix.safetensors";
+
+/// A CLIP model folder in transformers' layout: `config.json` (a `CLIPConfig` with
+/// `vision_config`, or a `CLIPVisionConfig`), the weights, and `preprocessor_config.json` (or
+/// `processor_config.json`).
+fn is_clip_folder(dir: &Path) -> bool {
+    dir.join("config.json").is_file()
+        && (dir.join("preprocessor_config.json").is_file()
+            || dir.join("processor_config.json").is_file())
+}
+
+/// Where an original text-image checkpoint's image tower comes from, first match wins: `explicit`
+/// (a folder, or a hub repo id downloaded into the cache); an `image_encoder/` folder beside the
+/// checkpoint; [`IMAGE_ENCODER_REPO`] from the hub cache, downloaded when missing.
+pub fn find_image_encoder(
+    checkpoint: &Path,
+    explicit: Option<&str>,
+    progress: bool,
+) -> Result<PathBuf, WeightsError> {
+    if let Some(spec) = explicit {
+        let dir = Path::new(spec);
+        if dir.is_dir() {
+            if !is_clip_folder(dir) {
+                return Err(WeightsError::NotAModel {
+                    path: dir.to_path_buf(),
+                    message: "not a CLIP folder: expected config.json and preprocessor_config.json (or processor_config.json) beside the weights".into(),
+                });
+            }
+            return Ok(dir.to_path_buf());
+        }
+        if spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/') {
+            return super::catalogue::fetch_files(spec, "main", &IMAGE_ENCODER_FILES, progress);
+        }
+        return Err(WeightsError::NotAModel {
+            path: dir.to_path_buf(),
+            message: "no such folder, and not a hub repo id (owner/name)".into(),
+        });
+    }
+    if let Some(beside) = checkpoint.parent().map(|p| p.join("image_encoder")) {
+        if is_clip_folder(&beside) {
+            return Ok(beside);
+        }
+    }
+    super::catalogue::fetch_files(IMAGE_ENCODER_REPO, "main", &IMAGE_ENCODER_FILES, progress)
+}
+
+/// The image tower's config from a CLIP folder's `config.json`: the `vision_config` section of a
+/// `CLIPConfig` (whose top-level `projection_dim` is the one `visual_projection` has), or the whole
+/// file when it is a `CLIPVisionConfig`.
+pub fn clip_vision_config_value(dir: &Path) -> Result<serde_json::Value, WeightsError> {
+    let path = dir.join("config.json");
+    let mut value: serde_json::Value = super::read_json(&path)?;
+    if let Some(serde_json::Value::Object(mut vision)) = value
+        .as_object_mut()
+        .and_then(|m| m.remove("vision_config"))
+    {
+        if let Some(p) = value.get("projection_dim") {
+            vision.insert("projection_dim".into(), p.clone());
+        }
+        return Ok(serde_json::Value::Object(vision));
+    }
+    Ok(value)
+}
+
+/// The weights file of a transformers CLIP folder (safetensors preferred).
+pub fn clip_weights_path(dir: &Path) -> Result<PathBuf, WeightsError> {
+    let candidates = ["model.safetensors", "pytorch_model.bin"];
+    candidates
+        .iter()
+        .map(|c| dir.join(c))
+        .find(|p| p.is_file())
+        .ok_or_else(|| WeightsError::MissingWeights {
+            folder: dir.to_path_buf(),
+            component: "image encoder".into(),
+            looked_for: candidates.join(", "),
+        })
+}
+
+/// GLIGEN's projection matrix `P` `[in, out]` (`feature @ P`): the folder's
+/// [`PROJECTION_MATRIX_FILE`] when it has one, else the built-in ViT-L/14 one.
+pub fn projection_matrix(dir: &Path, device: &Device) -> Result<Tensor, WeightsError> {
+    let own = dir.join(PROJECTION_MATRIX_FILE);
+    let (tensors, origin) = if own.is_file() {
+        (
+            candle_core::safetensors::load(&own, device)
+                .map_err(|e| unreadable(&own, e.to_string()))?,
+            own,
+        )
+    } else {
+        let origin = PathBuf::from("(built-in GLIGEN projection_matrix)");
+        (
+            candle_core::safetensors::load_buffer(PROJECTION_MATRIX, device)
+                .map_err(|e| unreadable(&origin, e.to_string()))?,
+            origin,
+        )
+    };
+    let p = tensors
+        .get("projection_matrix")
+        .cloned()
+        .ok_or_else(|| unreadable(&origin, "no tensor named `projection_matrix`".into()))?;
+    if p.rank() != 2 {
+        return Err(unreadable(
+            &origin,
+            format!("projection_matrix has shape {:?}, expected 2-D", p.dims()),
+        ));
+    }
+    Ok(p)
 }

@@ -26,6 +26,8 @@ pub struct PndmScheduler {
     counter: usize,
     ets: Vec<Tensor>,
     cur_sample: Option<Tensor>,
+    /// The timestep the first PLMS step started from, which its second evaluation steps from.
+    cur_timestep: Option<usize>,
     cur_model_output: Option<Tensor>,
 }
 
@@ -46,6 +48,10 @@ impl PndmScheduler {
             let mut plms: Vec<usize> = ts[..n - 1].to_vec();
             if n >= 2 {
                 plms.push(ts[n - 2]);
+            } else if cfg.timestep_spacing == super::TimestepSpacing::LdmUniform {
+                // The original PLMS sampler evaluates its first step twice even when it is the only
+                // one, the second time at the same timestep (`t_next` clamps to the last).
+                plms.push(ts[0]);
             }
             plms.push(ts[n - 1]);
             plms.reverse();
@@ -100,6 +106,7 @@ impl PndmScheduler {
             counter: 0,
             ets: Vec::new(),
             cur_sample: None,
+            cur_timestep: None,
             cur_model_output: None,
         })
     }
@@ -179,8 +186,13 @@ impl PndmScheduler {
             }
             self.ets.push(model_output.clone());
         } else {
-            prev_timestep = timestep;
-            timestep += self.step_ratio();
+            // diffusers: `prev = t; t += ratio`, which is the first evaluation's timestep except
+            // for the original sampler's single step, whose evaluations share one timestep.
+            timestep = self
+                .cur_timestep
+                .take()
+                .map_or(timestep + self.step_ratio(), |t| t as i64);
+            prev_timestep = timestep - self.step_ratio();
         }
 
         let n = self.ets.len();
@@ -189,6 +201,7 @@ impl PndmScheduler {
             match self.counter {
                 0 => {
                     self.cur_sample = Some(sample.clone());
+                    self.cur_timestep = Some(timestep as usize);
                     model_output.clone()
                 }
                 1 => {
