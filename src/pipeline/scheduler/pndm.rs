@@ -186,13 +186,14 @@ impl PndmScheduler {
             }
             self.ets.push(model_output.clone());
         } else {
-            // diffusers: `prev = t; t += ratio`, which is the first evaluation's timestep except
-            // for the original sampler's single step, whose evaluations share one timestep.
-            timestep = self
-                .cur_timestep
-                .take()
-                .map_or(timestep + self.step_ratio(), |t| t as i64);
-            prev_timestep = timestep - self.step_ratio();
+            // diffusers: `prev = t; t += ratio` (even where the spacing is not uniform). The
+            // original sampler's single step evaluates twice at one timestep and steps from it.
+            if self.cur_timestep.take() == Some(timestep as usize) {
+                prev_timestep = timestep - self.step_ratio();
+            } else {
+                prev_timestep = timestep;
+                timestep += self.step_ratio();
+            }
         }
 
         let n = self.ets.len();
