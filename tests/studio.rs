@@ -1624,6 +1624,8 @@ fn draft_mode_renders_once_the_layout_settles_and_render_full_sends_the_real_set
     assert!(request.draft);
     assert_eq!(request.options.steps, 8);
     assert_eq!((request.layout.width, request.layout.height), (16, 16));
+    // the half-size draft starts from the full canvas's noise, pooled: the same composition
+    assert_eq!(request.options.noise_canvas, Some((32, 32)));
     assert_eq!(request.layout.sampling.steps, Some(8));
     assert_eq!(
         request.options.alpha0, 0.5,
@@ -1656,6 +1658,7 @@ fn draft_mode_renders_once_the_layout_settles_and_render_full_sends_the_real_set
     assert!(!full.draft);
     assert_eq!(full.options.steps, 12);
     assert_eq!((full.layout.width, full.layout.height), (32, 32));
+    assert_eq!(full.options.noise_canvas, None);
     assert_eq!(full.options.alpha0, 0.5);
     assert_eq!(full.options.seed, 12);
     assert_eq!(full.layout.entities, edited.entities);

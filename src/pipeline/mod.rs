@@ -555,6 +555,9 @@ pub struct GenerateOptions {
     pub scheduler: SchedulerType,
     /// Decode the final latents to pixels (off for latents-only runs).
     pub decode: bool,
+    /// Draw the seeded starting noise for this larger canvas (width, height) and pool it down to the
+    /// layout's (see [`pooled_noise`]): a smaller draft then shares the full render's composition.
+    pub noise_canvas: Option<(u32, u32)>,
 }
 
 impl GenerateOptions {
@@ -575,6 +578,7 @@ impl GenerateOptions {
             seed: s.seed.unwrap_or_else(rand::random),
             scheduler,
             decode: true,
+            noise_canvas: None,
         }
     }
 
@@ -654,6 +658,26 @@ pub struct Generated {
     pub image: Option<image::RgbImage>,
     pub seed: u64,
     pub warnings: Vec<String>,
+}
+
+/// The seeded noise of a latent grid `k` times larger in each direction, averaged over `k × k`
+/// cells and multiplied by `k`: still standard normal per element, and its coarse structure (what
+/// decides the composition) is the large grid's. `None` when `full` is not `k` times `shape`'s grid.
+pub fn pooled_noise(
+    seed: u64,
+    shape: (usize, usize, usize, usize),
+    full: (usize, usize),
+    device: &Device,
+) -> candle_core::Result<Option<Tensor>> {
+    let (b, c, h, w) = shape;
+    let (fh, fw) = full;
+    if h == 0 || w == 0 || fh % h != 0 || fw % w != 0 || fh / h != fw / w || fh == h {
+        return Ok(None);
+    }
+    let k = fh / h;
+    let big = seeded_noise(seed, (b, c, fh, fw), &Device::Cpu)?;
+    let pooled = (big.avg_pool2d(k)? * k as f64)?;
+    Ok(Some(pooled.to_device(device)?))
 }
 
 /// Standard-normal noise from a seeded generator on the CPU, so a seed gives the same picture on
@@ -1070,7 +1094,19 @@ impl GligenModel {
                     .to_dtype(DType::F32)
                     .ctx("initial latents")?
             }
-            None => seeded_noise(options.seed, shape, dev).ctx("initial noise")?,
+            None => {
+                let pooled = match options.noise_canvas {
+                    Some((fw, fh)) => {
+                        pooled_noise(options.seed, shape, (fh as usize / f, fw as usize / f), dev)
+                            .ctx("initial noise")?
+                    }
+                    None => None,
+                };
+                match pooled {
+                    Some(t) => t,
+                    None => seeded_noise(options.seed, shape, dev).ctx("initial noise")?,
+                }
+            }
         };
         latents = (latents * scheduler.init_noise_sigma()).ctx("initial latents")?;
 
@@ -1252,5 +1288,48 @@ impl GligenModel {
             seed: options.seed,
             warnings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_noise_is_the_large_grids_noise_averaged_and_rescaled() {
+        let dev = Device::Cpu;
+        let big = seeded_noise(7, (1, 4, 64, 96), &dev).unwrap();
+        let small = pooled_noise(7, (1, 4, 32, 48), (64, 96), &dev)
+            .unwrap()
+            .expect("a 2× grid");
+        let expected = (big.avg_pool2d(2).unwrap() * 2.0).unwrap();
+        let diff = (&small - &expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-6, "{diff}");
+        // still standard normal per element
+        let v: Vec<f32> = small.flatten_all().unwrap().to_vec1().unwrap();
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(
+            mean.abs() < 0.05 && (var - 1.0).abs() < 0.08,
+            "{mean} {var}"
+        );
+        // grids that are not a whole multiple, or the same size, keep their own noise
+        assert!(pooled_noise(7, (1, 4, 30, 48), (64, 96), &dev)
+            .unwrap()
+            .is_none());
+        assert!(pooled_noise(7, (1, 4, 32, 32), (64, 96), &dev)
+            .unwrap()
+            .is_none());
+        assert!(pooled_noise(7, (1, 4, 64, 96), (64, 96), &dev)
+            .unwrap()
+            .is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! Draft mode: while it is on, every edit of the layout or its settings schedules a quick render
-//! (fewer steps with the same scheduler, optionally at half size) that starts once the layout has
+//! (fewer steps with the same scheduler, optionally at half size, from the full canvas's noise pooled
+//! down so that it keeps the full render's composition) that starts once the layout has
 //! been still for a moment; a new edit cancels the running draft. "Render full" (the Generate
 //! button while drafting) renders the same picture with the user's real settings.
 //!
@@ -226,6 +227,9 @@ impl StudioApp {
             self.settings.draft.scale,
             &limits,
         );
+        if (w, h) != (layout.width, layout.height) {
+            options.noise_canvas = Some((layout.width, layout.height));
+        }
         layout.width = w;
         layout.height = h;
         layout.sampling.steps = Some(steps);
