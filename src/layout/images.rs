@@ -110,9 +110,10 @@ fn split_data_uri(uri: &str) -> Result<(String, &str), String> {
     let media_type = match media_type.as_str() {
         "image/png" => "image/png",
         "image/jpeg" | "image/jpg" => "image/jpeg",
+        "image/webp" => "image/webp",
         other => {
             return Err(format!(
-                "unsupported data URI media type \"{other}\" (expected image/png or image/jpeg)"
+                "unsupported data URI media type \"{other}\" (expected image/png, image/jpeg or image/webp)"
             ))
         }
     };
@@ -124,26 +125,33 @@ pub(crate) fn data_uri_media_type(uri: &str) -> Result<String, String> {
     split_data_uri(uri).map(|(m, _)| m)
 }
 
-/// Decodes a PNG or JPEG data URI into `(media_type, bytes)`.
+/// Decodes a PNG, JPEG or WebP data URI into `(media_type, bytes)`.
 pub fn decode_data_uri(uri: &str) -> Result<(String, Vec<u8>), String> {
     let (media_type, payload) = split_data_uri(uri)?;
     let bytes = base64_decode(payload)?;
     Ok((media_type, bytes))
 }
 
-fn media_type_of(format: ImageFormat) -> Option<&'static str> {
+/// The picture formats a layout may hold, and their media types: the one list the layout, the
+/// pipeline and the studio go by.
+pub fn media_type_of(format: ImageFormat) -> Option<&'static str> {
     match format {
         ImageFormat::Png => Some("image/png"),
         ImageFormat::Jpeg => Some("image/jpeg"),
+        ImageFormat::WebP => Some("image/webp"),
         _ => None,
     }
 }
 
+/// What users are told when a picture is of another format.
+pub const SUPPORTED_PICTURES: &str = "PNG, JPEG or WebP";
+
 fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, String> {
-    let format = image::guess_format(bytes).map_err(|_| "not a PNG or JPEG image".to_string())?;
+    let format = image::guess_format(bytes)
+        .map_err(|_| format!("not a picture Glichen reads ({SUPPORTED_PICTURES})"))?;
     if media_type_of(format).is_none() {
         return Err(format!(
-            "{format:?} images are not supported (use PNG or JPEG)"
+            "{format:?} images are not supported (use {SUPPORTED_PICTURES})"
         ));
     }
     image::load_from_memory_with_format(bytes, format).map_err(|e| format!("cannot decode: {e}"))
@@ -496,6 +504,42 @@ pub fn png_data_uri(img: &DynamicImage) -> Result<String, LayoutError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webp_pictures_read_from_files_and_data_uris() {
+        let mut rgb = image::RgbImage::new(5, 3);
+        for (x, y, p) in rgb.enumerate_pixels_mut() {
+            *p = image::Rgb([(x * 50) as u8, (y * 80) as u8, 200]);
+        }
+        let mut bytes = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut bytes)
+            .encode(rgb.as_raw(), 5, 3, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert_eq!(image::guess_format(&bytes).unwrap(), ImageFormat::WebP);
+        let dir = std::env::temp_dir().join(format!("glichen-webp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.webp"), &bytes).unwrap();
+        let mut layout = Layout::default();
+        layout.entities.push(crate::layout::Entity::StyleImage {
+            image: "p.webp".into(),
+        });
+        layout.entities.push(crate::layout::Entity::StyleImage {
+            image: encode_data_uri(&bytes, "image/webp"),
+        });
+        for i in 0..2 {
+            let img = layout.entity_image(i, Some(&dir)).unwrap();
+            assert_eq!(img.to_rgb8(), rgb, "entity {i}");
+        }
+        // embedding keeps the format
+        assert_eq!(
+            data_uri_media_type(&layout.entities[1].image().unwrap()).unwrap(),
+            "image/webp"
+        );
+        // a format outside the list is named, with the ones that work
+        let err = decode_bytes(b"GIF89a\x01\x00\x01\x00").unwrap_err();
+        assert!(err.contains("Gif") && err.contains("WebP"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[cfg(unix)]
     #[test]

@@ -37,7 +37,8 @@ pub use convert::{
 };
 pub use history::{History, DEFAULT_HISTORY_LIMIT};
 pub use images::{
-    base64_decode, base64_encode, decode_data_uri, encode_data_uri, is_data_uri, png_data_uri,
+    base64_decode, base64_encode, decode_data_uri, encode_data_uri, is_data_uri, media_type_of,
+    png_data_uri, SUPPORTED_PICTURES,
 };
 pub use validate::{ModelLimits, ValidationErrors, ValidationIssue};
 

@@ -231,12 +231,13 @@ pub enum DropSource {
 }
 
 fn picture_size(bytes: &[u8]) -> Result<[u32; 2], String> {
+    use crate::layout::{media_type_of, SUPPORTED_PICTURES};
     let format = image::guess_format(bytes).map_err(|_| {
-        "not a PNG or JPEG picture (nor a layout JSON or a Glichen PNG)".to_string()
+        format!("not a picture Glichen reads ({SUPPORTED_PICTURES}), nor a layout JSON or a Glichen PNG")
     })?;
-    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+    if media_type_of(format).is_none() {
         return Err(format!(
-            "{format:?} pictures are not supported (use PNG or JPEG)"
+            "{format:?} pictures are not supported (use {SUPPORTED_PICTURES})"
         ));
     }
     let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
@@ -263,10 +264,10 @@ pub fn check_picture_file(path: &Path) -> Result<PickedPicture, String> {
 /// Checks picture bytes that have no file (blocking): stored as a data URI.
 pub fn check_picture_bytes(name: &str, bytes: &[u8]) -> Result<PickedPicture, String> {
     let size = picture_size(bytes)?;
-    let media = match image::guess_format(bytes) {
-        Ok(image::ImageFormat::Jpeg) => "image/jpeg",
-        _ => "image/png",
-    };
+    let media = image::guess_format(bytes)
+        .ok()
+        .and_then(crate::layout::media_type_of)
+        .unwrap_or("image/png");
     Ok(PickedPicture {
         reference: encode_data_uri(bytes, media),
         size,

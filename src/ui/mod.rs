@@ -83,7 +83,7 @@ pub enum DialogKind {
     },
     ModelFolder,
     ModelFile,
-    /// A PNG or JPEG picture (image box, style image, picture to inpaint).
+    /// A PNG, JPEG or WebP picture (image box, style image, picture to inpaint).
     OpenPicture {
         title: String,
     },
@@ -121,7 +121,7 @@ fn run_dialog(dialogs: &Dialogs, kind: &DialogKind) -> Option<PathBuf> {
                 .pick_file(),
             DialogKind::OpenPicture { title } => rfd::FileDialog::new()
                 .set_title(title)
-                .add_filter("Pictures (PNG, JPEG)", &pictures::PICTURE_EXTENSIONS)
+                .add_filter("Pictures (PNG, JPEG, WebP)", &pictures::PICTURE_EXTENSIONS)
                 .pick_file(),
         },
     }

@@ -352,7 +352,7 @@ impl StudioApp {
                 let image_box = self.unsupported_reason(EntityKind::ImageBox);
                 let r = ui
                     .add_enabled(image_box.is_none(), Button::new("Add image box…"))
-                    .on_hover_text("Choose a PNG or JPEG: its content is grounded in a box (or drop a picture on the canvas)");
+                    .on_hover_text("Choose a PNG, JPEG or WebP: its content is grounded in a box (or drop a picture on the canvas)");
                 let r = match &image_box {
                     Some(reason) => r.on_disabled_hover_text(format!("Off: {reason}")),
                     None => r,
@@ -1051,7 +1051,7 @@ impl StudioApp {
             };
             let r = ui
                 .add_enabled(blocker.is_none(), Button::new(label))
-                .on_hover_text("A PNG or JPEG whose style steers the whole picture");
+                .on_hover_text("A PNG, JPEG or WebP whose style steers the whole picture");
             let r = match &blocker {
                 Some(reason) => r.on_disabled_hover_text(format!("Off: {reason}")),
                 None => r,
@@ -1098,7 +1098,7 @@ impl StudioApp {
                     blocker.is_none(),
                     Button::new("Open picture for inpainting…"),
                 )
-                .on_hover_text("A PNG or JPEG; draw boxes over what should be regenerated");
+                .on_hover_text("A PNG, JPEG or WebP; draw boxes over what should be regenerated");
             let r = match &blocker {
                 Some(reason) => r.on_disabled_hover_text(format!("Off: {reason}")),
                 None => r,
@@ -1154,7 +1154,7 @@ impl StudioApp {
                 .on_hover_text(self.picture_location(&image));
             let replace = ui
                 .button("Replace picture…")
-                .on_hover_text("Choose another PNG or JPEG (or drop one on the box)");
+                .on_hover_text("Choose another PNG, JPEG or WebP (or drop one on the box)");
             if replace.clicked() {
                 let purpose = if kind == EntityKind::StyleImage {
                     PicturePurpose::Style

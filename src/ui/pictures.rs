@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub const DISPLAY_SIDE: u32 = 1024;
 
 /// Image files the studio takes as pictures (what the layout and the pipeline can read).
-pub const PICTURE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+pub const PICTURE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
 
 /// A decoded picture ready for the screen.
 #[derive(Clone)]
