@@ -1055,7 +1055,11 @@ impl GligenModel {
         let (h, w) = (layout.height as usize / f, layout.width as usize / f);
         let shape = (1, self.latent_channels(), h, w);
 
-        let cfg = options.guidance_scale > 1.0;
+        // diffusers guides when the scale is above 1, the original samplers whenever it is not 1.
+        let cfg = match self.origin {
+            ModelOrigin::Diffusers => options.guidance_scale > 1.0,
+            ModelOrigin::Original => options.guidance_scale != 1.0,
+        };
         let cond = self.encode_prompt(&layout.prompt, "prompt", &mut warnings)?;
         let context = if cfg {
             let uncond =
