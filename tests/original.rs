@@ -133,6 +133,7 @@ fn text_image_and_inpainting_checkpoints() {
 
     let explicit = glichen::pipeline::LoadOptions {
         image_encoder: Some(original_dir().join("image_encoder").display().to_string()),
+        ..Default::default()
     };
     let lonely = tempdir("lonely-text-image");
     std::fs::copy(&ti, lonely.join("ck.pth")).unwrap();
@@ -146,6 +147,7 @@ fn text_image_and_inpainting_checkpoints() {
     // a folder that is not a CLIP model is named
     let not_clip = glichen::pipeline::LoadOptions {
         image_encoder: Some(lonely.display().to_string()),
+        ..Default::default()
     };
     let err = GligenModel::load_with(
         &ModelSource::OriginalCheckpoint(lonely.join("ck.pth")),
@@ -173,6 +175,7 @@ fn text_image_and_inpainting_checkpoints() {
         DType::F32,
         &glichen::pipeline::LoadOptions {
             image_encoder: Some(tower.display().to_string()),
+            ..Default::default()
         },
     )
     .err()

@@ -200,6 +200,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let load_options = pipeline::LoadOptions {
         image_encoder: args.image_encoder.clone(),
+        progress: weights::Progress::Terminal,
     };
     let model = GligenModel::load_with(&source, &device, dtype, &load_options)?;
     tracing::info!("loaded {} in {:.1?}", model.name, started.elapsed());

@@ -532,7 +532,7 @@ mod tests {
         }
         // embedding keeps the format
         assert_eq!(
-            data_uri_media_type(&layout.entities[1].image().unwrap()).unwrap(),
+            data_uri_media_type(layout.entities[1].image().unwrap()).unwrap(),
             "image/webp"
         );
         // a format outside the list is named, with the ones that work

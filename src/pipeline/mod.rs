@@ -137,12 +137,14 @@ pub enum ModelOrigin {
 }
 
 /// Loading choices beyond the model itself.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// The CLIP image tower of an original text-image checkpoint: a transformers CLIP folder or a
     /// hub repo id. By default an `image_encoder/` folder beside the checkpoint, else
     /// `openai/clip-vit-large-patch14` from the hub, as the original code uses.
     pub image_encoder: Option<String>,
+    /// How a download that loading needs (that image tower) reports itself.
+    pub progress: crate::weights::Progress,
 }
 
 impl ImageGrounding {
@@ -273,7 +275,7 @@ impl GligenModel {
             let dir = crate::weights::original::find_image_encoder(
                 path,
                 options.image_encoder.as_deref(),
-                true,
+                &options.progress,
             )?;
             Some(ImageGrounding::from_clip_folder(&dir, device, dtype)?)
         } else {

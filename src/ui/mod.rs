@@ -188,6 +188,8 @@ pub enum ModelState {
         id: LoadId,
         spec: String,
         message: String,
+        /// The share done, when the worker knows it (downloads).
+        fraction: Option<f32>,
         since: Instant,
     },
     Ready(ModelInfo),
@@ -667,6 +669,7 @@ impl StudioApp {
             id,
             spec,
             message: "Starting".into(),
+            fraction: None,
             since: Instant::now(),
         };
     }
@@ -814,15 +817,21 @@ impl StudioApp {
             }
         }
         match event {
-            Event::LoadProgress { id, message } => {
+            Event::LoadProgress {
+                id,
+                message,
+                fraction,
+            } => {
                 if let ModelState::Loading {
                     id: current,
                     message: m,
+                    fraction: f,
                     ..
                 } = &mut self.model
                 {
                     if *current == id {
                         *m = message;
+                        *f = fraction;
                     }
                 }
             }

@@ -513,12 +513,20 @@ impl StudioApp {
                 );
                 ui.collapsing("Change model", |ui| self.model_choice_ui(ui));
             }
-            ModelState::Loading { message, since, .. } => {
+            ModelState::Loading {
+                message,
+                since,
+                fraction,
+                ..
+            } => {
                 ui.horizontal(|ui| {
                     ui.spinner();
                     ui.label(format!("{message} ({:.0?})", since.elapsed()));
                 });
-                ui.add(egui::ProgressBar::new(0.0).animate(true).text("loading"));
+                match fraction {
+                    Some(f) => ui.add(egui::ProgressBar::new(f).show_percentage()),
+                    None => ui.add(egui::ProgressBar::new(0.0).animate(true).text("loading")),
+                };
                 if ui.button("Cancel loading").clicked() {
                     self.cancel_model_load();
                 }

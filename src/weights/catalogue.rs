@@ -43,9 +43,110 @@ pub fn find(name: &str) -> Option<CatalogueEntry> {
         .cloned()
 }
 
-fn api(progress: bool) -> Result<hf_hub::api::sync::Api, WeightsError> {
+/// How a download reports itself.
+#[derive(Clone, Default)]
+pub enum Progress {
+    #[default]
+    Silent,
+    /// hf-hub's progress bars on the terminal (the command line).
+    Terminal,
+    /// Calls back with every file's progress (the studio's worker), a few times a second at most.
+    Report(std::sync::Arc<dyn Fn(&DownloadProgress) + Send + Sync>),
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Silent => "Silent",
+            Self::Terminal => "Terminal",
+            Self::Report(_) => "Report(..)",
+        })
+    }
+}
+
+impl From<bool> for Progress {
+    fn from(terminal: bool) -> Self {
+        if terminal {
+            Self::Terminal
+        } else {
+            Self::Silent
+        }
+    }
+}
+
+/// Where one file of a download stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadProgress {
+    pub repo: String,
+    pub file: String,
+    /// 0-based index of the file among `count` files to fetch (cached ones included).
+    pub index: usize,
+    pub count: usize,
+    pub done: u64,
+    pub total: u64,
+}
+
+impl DownloadProgress {
+    /// The share of the whole download done, counting every file alike (sizes are not known in
+    /// advance without a request per file).
+    pub fn fraction(&self) -> f32 {
+        let file = if self.total > 0 {
+            (self.done as f64 / self.total as f64).min(1.0)
+        } else {
+            0.0
+        };
+        ((self.index as f64 + file) / self.count.max(1) as f64) as f32
+    }
+
+    pub fn describe(&self) -> String {
+        const MB: f64 = 1024.0 * 1024.0;
+        format!(
+            "Downloading {} — {} ({:.0} of {:.0} MiB), file {} of {}",
+            self.repo,
+            self.file,
+            self.done as f64 / MB,
+            self.total as f64 / MB,
+            self.index + 1,
+            self.count
+        )
+    }
+}
+
+/// hf-hub's download progress, forwarded to a [`Progress::Report`] callback at most every 100 ms.
+struct Reporter {
+    state: DownloadProgress,
+    report: std::sync::Arc<dyn Fn(&DownloadProgress) + Send + Sync>,
+    last: Option<std::time::Instant>,
+}
+
+impl hf_hub::api::Progress for Reporter {
+    fn init(&mut self, size: usize, _filename: &str) {
+        self.state.total = size as u64;
+        self.state.done = 0;
+        (self.report)(&self.state);
+        self.last = Some(std::time::Instant::now());
+    }
+
+    fn update(&mut self, size: usize) {
+        self.state.done += size as u64;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100))
+        {
+            (self.report)(&self.state);
+            self.last = Some(std::time::Instant::now());
+        }
+    }
+
+    fn finish(&mut self) {
+        self.state.done = self.state.total;
+        (self.report)(&self.state);
+    }
+}
+
+fn api(progress: &Progress) -> Result<hf_hub::api::sync::Api, WeightsError> {
     hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(progress)
+        .with_progress(matches!(progress, Progress::Terminal))
         .build()
         .map_err(|e| WeightsError::Download {
             repo: "(hub)".into(),
@@ -53,31 +154,67 @@ fn api(progress: bool) -> Result<hf_hub::api::sync::Api, WeightsError> {
         })
 }
 
-pub fn fetch(entry: &CatalogueEntry, progress: bool) -> Result<ModelSource, WeightsError> {
+/// One file of `repo` (file `index` of `count`): from the cache, else downloaded, reporting as
+/// `progress` asks.
+fn get_file(
+    repo: &hf_hub::api::sync::ApiRepo,
+    (hub_repo, repo_id): (&hf_hub::Repo, &str),
+    file: &str,
+    (index, count): (usize, usize),
+    progress: &Progress,
+) -> Result<std::path::PathBuf, WeightsError> {
+    let err = |e: hf_hub::api::sync::ApiError| WeightsError::Download {
+        repo: repo_id.to_string(),
+        message: format!("{file}: {e}"),
+    };
+    match progress {
+        Progress::Report(report) => {
+            if let Some(path) = hf_hub::Cache::from_env().repo(hub_repo.clone()).get(file) {
+                return Ok(path);
+            }
+            let reporter = Reporter {
+                state: DownloadProgress {
+                    repo: repo_id.to_string(),
+                    file: file.to_string(),
+                    index,
+                    count,
+                    done: 0,
+                    total: 0,
+                },
+                report: report.clone(),
+                last: None,
+            };
+            repo.download_with_progress(file, reporter).map_err(err)
+        }
+        _ => repo.get(file).map_err(err),
+    }
+}
+
+pub fn fetch(
+    entry: &CatalogueEntry,
+    progress: impl Into<Progress>,
+) -> Result<ModelSource, WeightsError> {
+    let progress = progress.into();
     match entry.format {
         ModelFormat::Diffusers => fetch_repo(&entry.repo, &entry.revision, progress),
         ModelFormat::Original => {
-            let repo = api(progress)?.repo(hf_hub::Repo::with_revision(
+            let hub_repo = hf_hub::Repo::with_revision(
                 entry.repo.clone(),
                 hf_hub::RepoType::Model,
                 entry.revision.clone(),
-            ));
+            );
+            let repo = api(&progress)?.repo(hub_repo.clone());
             let file = entry
                 .files
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "diffusion_pytorch_model.bin".into());
-            let path = repo.get(&file).map_err(|e| WeightsError::Download {
-                repo: entry.repo.clone(),
-                message: format!("{file}: {e}"),
-            })?;
+            let path = get_file(&repo, (&hub_repo, &entry.repo), &file, (0, 1), &progress)?;
             Ok(ModelSource::OriginalCheckpoint(path))
         }
     }
 }
 
-/// The files of a diffusers repo that a GLIGEN pipeline reads: configs, tokenizer and processor
-/// files, and for each component the one weights file it would load.
 pub fn files_to_fetch(siblings: &[String]) -> Vec<String> {
     let set: BTreeSet<&str> = siblings.iter().map(String::as_str).collect();
     let mut out = Vec::new();
@@ -113,18 +250,45 @@ pub fn files_to_fetch(siblings: &[String]) -> Vec<String> {
 pub fn fetch_repo(
     repo_id: &str,
     revision: &str,
-    progress: bool,
+    progress: impl Into<Progress>,
 ) -> Result<ModelSource, WeightsError> {
+    let progress = progress.into();
     let err = |message: String| WeightsError::Download {
         repo: repo_id.to_string(),
         message,
     };
-    let repo = api(progress)?.repo(hf_hub::Repo::with_revision(
+    let hub_repo = hf_hub::Repo::with_revision(
         repo_id.to_string(),
         hf_hub::RepoType::Model,
         revision.to_string(),
-    ));
-    let info = repo.info().map_err(|e| err(e.to_string()))?;
+    );
+    // The snapshot folder is two levels above unet/config.json.
+    let root_of = |unet_config: std::path::PathBuf| {
+        unet_config
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_path_buf())
+            .ok_or_else(|| err("downloaded files have no common folder".into()))
+    };
+    let repo = api(&progress)?.repo(hub_repo.clone());
+    let info = match repo.info() {
+        Ok(info) => info,
+        Err(e) => {
+            // Offline (or the hub unreachable): a snapshot downloaded before still serves.
+            let cache = hf_hub::Cache::from_env().repo(hub_repo.clone());
+            if let Some(config) = cache.get("unet/config.json") {
+                let root = root_of(config)?;
+                if DiffusersFolderCheck::complete(&root) {
+                    tracing::warn!(
+                        "{repo_id}: the hub is unreachable ({e}); using the cached snapshot {}",
+                        root.display()
+                    );
+                    return Ok(ModelSource::Folder(root));
+                }
+            }
+            return Err(err(e.to_string()));
+        }
+    };
     let siblings: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let files = files_to_fetch(&siblings);
     if !files.iter().any(|f| f == "unet/config.json") {
@@ -133,17 +297,36 @@ pub fn fetch_repo(
         ));
     }
     let mut unet_config = None;
-    for file in &files {
-        let path = repo.get(file).map_err(|e| err(format!("{file}: {e}")))?;
+    for (i, file) in files.iter().enumerate() {
+        let path = get_file(
+            &repo,
+            (&hub_repo, repo_id),
+            file,
+            (i, files.len()),
+            &progress,
+        )?;
         if file == "unet/config.json" {
             unet_config = Some(path);
         }
     }
-    // The snapshot folder is two levels above unet/config.json.
-    let root = unet_config
-        .and_then(|p| p.parent().and_then(|p| p.parent()).map(|p| p.to_path_buf()))
-        .ok_or_else(|| err("downloaded files have no common folder".into()))?;
-    Ok(ModelSource::Folder(root))
+    root_of(unet_config.ok_or_else(|| err("unet/config.json was not fetched".into()))?)
+        .map(ModelSource::Folder)
+}
+
+/// Whether a cached snapshot holds a whole pipeline: every component's config and weights.
+struct DiffusersFolderCheck;
+
+impl DiffusersFolderCheck {
+    fn complete(root: &std::path::Path) -> bool {
+        let folder = super::DiffusersFolder {
+            root: root.to_path_buf(),
+        };
+        ["unet", "vae", "text_encoder"]
+            .iter()
+            .all(|c| folder.weights_path(c).is_ok() && root.join(c).join("config.json").is_file())
+            && root.join("scheduler/scheduler_config.json").is_file()
+            && folder.tokenizer().is_ok()
+    }
 }
 
 /// Named files of a hub repository (from the cache, downloaded when missing); returns the snapshot
@@ -152,28 +335,79 @@ pub fn fetch_files(
     repo_id: &str,
     revision: &str,
     files: &[&str],
-    progress: bool,
+    progress: impl Into<Progress>,
 ) -> Result<std::path::PathBuf, WeightsError> {
-    let err = |message: String| WeightsError::Download {
-        repo: repo_id.to_string(),
-        message,
-    };
-    let repo = api(progress)?.repo(hf_hub::Repo::with_revision(
+    let progress = progress.into();
+    let hub_repo = hf_hub::Repo::with_revision(
         repo_id.to_string(),
         hf_hub::RepoType::Model,
         revision.to_string(),
-    ));
+    );
+    let repo = api(&progress)?.repo(hub_repo.clone());
     let mut folder = None;
-    for file in files {
-        let path = repo.get(file).map_err(|e| err(format!("{file}: {e}")))?;
+    for (i, file) in files.iter().enumerate() {
+        let path = get_file(
+            &repo,
+            (&hub_repo, repo_id),
+            file,
+            (i, files.len()),
+            &progress,
+        )?;
         folder = folder.or_else(|| path.parent().map(|p| p.to_path_buf()));
     }
-    folder.ok_or_else(|| err("no files asked for".into()))
+    folder.ok_or_else(|| WeightsError::Download {
+        repo: repo_id.to_string(),
+        message: "no files asked for".into(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_progress_counts_files_alike_and_reports_a_few_times_a_second() {
+        let mut p = DownloadProgress {
+            repo: "o/n".into(),
+            file: "unet/diffusion_pytorch_model.safetensors".into(),
+            index: 2,
+            count: 4,
+            done: 512 * 1024 * 1024,
+            total: 1024 * 1024 * 1024,
+        };
+        assert!((p.fraction() - 0.625).abs() < 1e-6);
+        assert_eq!(
+            p.describe(),
+            "Downloading o/n — unet/diffusion_pytorch_model.safetensors (512 of 1024 MiB), file 3 of 4"
+        );
+        p.total = 0;
+        assert!((p.fraction() - 0.5).abs() < 1e-6);
+
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let mut r = Reporter {
+            state: DownloadProgress {
+                index: 0,
+                count: 1,
+                ..p
+            },
+            report: std::sync::Arc::new(move |p: &DownloadProgress| {
+                sink.lock().unwrap().push(p.done)
+            }),
+            last: None,
+        };
+        use hf_hub::api::Progress as _;
+        r.init(1000, "f");
+        for _ in 0..100 {
+            r.update(10);
+        }
+        r.finish();
+        let seen = seen.lock().unwrap();
+        // init, then nothing within 100 ms, then the end
+        assert_eq!(seen.first(), Some(&0));
+        assert_eq!(seen.last(), Some(&1000));
+        assert!(seen.len() <= 4, "{seen:?}");
+    }
 
     #[test]
     fn catalogue_parses_and_names_are_unique() {

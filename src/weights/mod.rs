@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use catalogue::{CatalogueEntry, ModelFormat};
+pub use catalogue::{CatalogueEntry, DownloadProgress, ModelFormat, Progress};
 pub use tokenizer::{ClipTokenizer, TokenizedPrompt};
 
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +305,11 @@ pub enum ModelSource {
 
 /// Resolves `--model`: an existing folder or file, else a catalogue name or hub repo id, downloaded
 /// into the Hugging Face cache when not already there.
-pub fn resolve_model(spec: &str, progress: bool) -> Result<ModelSource, WeightsError> {
+pub fn resolve_model(
+    spec: &str,
+    progress: impl Into<catalogue::Progress>,
+) -> Result<ModelSource, WeightsError> {
+    let progress = progress.into();
     let path = Path::new(spec);
     if path.is_dir() {
         DiffusersFolder::open(path)?;

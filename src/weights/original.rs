@@ -434,7 +434,7 @@ fn is_clip_folder(dir: &Path) -> bool {
 pub fn find_image_encoder(
     checkpoint: &Path,
     explicit: Option<&str>,
-    progress: bool,
+    progress: &super::Progress,
 ) -> Result<PathBuf, WeightsError> {
     if let Some(spec) = explicit {
         let dir = Path::new(spec);
@@ -448,7 +448,12 @@ pub fn find_image_encoder(
             return Ok(dir.to_path_buf());
         }
         if spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/') {
-            return super::catalogue::fetch_files(spec, "main", &IMAGE_ENCODER_FILES, progress);
+            return super::catalogue::fetch_files(
+                spec,
+                "main",
+                &IMAGE_ENCODER_FILES,
+                progress.clone(),
+            );
         }
         return Err(WeightsError::NotAModel {
             path: dir.to_path_buf(),
@@ -460,7 +465,12 @@ pub fn find_image_encoder(
             return Ok(beside);
         }
     }
-    super::catalogue::fetch_files(IMAGE_ENCODER_REPO, "main", &IMAGE_ENCODER_FILES, progress)
+    super::catalogue::fetch_files(
+        IMAGE_ENCODER_REPO,
+        "main",
+        &IMAGE_ENCODER_FILES,
+        progress.clone(),
+    )
 }
 
 /// The image tower's config from a CLIP folder's `config.json`: the `vision_config` section of a

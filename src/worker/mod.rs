@@ -164,6 +164,8 @@ pub enum Event {
     LoadProgress {
         id: LoadId,
         message: String,
+        /// The share done, when it is known (downloads).
+        fraction: Option<f32>,
     },
     ModelReady {
         id: LoadId,
@@ -527,6 +529,7 @@ fn load(
     let looks_local = std::path::Path::new(&request.spec).exists();
     out.send(Event::LoadProgress {
         id,
+        fraction: None,
         message: if looks_local {
             format!("Opening {}", request.spec)
         } else {
@@ -538,43 +541,22 @@ fn load(
     });
     // Resolution may download gigabytes; it runs on its own thread so that a cancel is honoured
     // at once (the download then finishes in the background into the cache, harmlessly).
-    let (tx, rx) = crossbeam_channel::bounded(1);
     let spec = request.spec.clone();
-    let resolver = std::thread::Builder::new()
-        .name("glichen-resolve".into())
-        .spawn(move || {
-            let _ = tx.send(weights::resolve_model(&spec, false));
-        });
-    if let Err(e) = resolver {
-        return finish(Event::LoadFailed {
-            id,
-            message: format!("cannot start the download thread: {e}"),
-        });
-    }
-    let source = loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(source)) => break source,
-            Ok(Err(e)) => {
-                return finish(Event::LoadFailed {
-                    id,
-                    message: e.to_string(),
-                })
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return finish(Event::LoadFailed {
-                    id,
-                    message: "the download thread stopped unexpectedly".into(),
-                })
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if cancel.is_cancelled() {
-                    return finish(Event::LoadFailed {
-                        id,
-                        message: "cancelled".into(),
-                    });
-                }
-            }
+    let source = match off_thread(
+        "glichen-resolve",
+        move |progress| weights::resolve_model(&spec, progress),
+        id,
+        &cancel,
+        out,
+    ) {
+        Ok(Ok(source)) => source,
+        Ok(Err(e)) => {
+            return finish(Event::LoadFailed {
+                id,
+                message: e.to_string(),
+            })
         }
+        Err(message) => return finish(Event::LoadFailed { id, message }),
     };
     let device = match pipeline::parse_device(&request.device) {
         Ok(d) => d,
@@ -587,10 +569,30 @@ fn load(
     out.send(Event::LoadProgress {
         id,
         message: "Loading weights".into(),
+        fraction: None,
     });
     // Free the old model first: two SD models at once may not fit.
     state.model = None;
-    match GligenModel::load(&source, &device, dtype) {
+    // Loading may download too (an original text-image checkpoint's image tower).
+    let load_source = source.clone();
+    let loaded = off_thread(
+        "glichen-load",
+        move |progress| {
+            let options = pipeline::LoadOptions {
+                progress,
+                ..Default::default()
+            };
+            GligenModel::load_with(&load_source, &device, dtype, &options)
+        },
+        id,
+        &cancel,
+        out,
+    );
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(message) => return finish(Event::LoadFailed { id, message }),
+    };
+    match loaded {
         Ok(model) => {
             if cancel.is_cancelled() {
                 return finish(Event::LoadFailed {
@@ -616,6 +618,50 @@ fn load(
             id,
             message: e.to_string(),
         }),
+    }
+}
+
+/// Runs `f` on its own thread while this one forwards its download progress as
+/// [`Event::LoadProgress`] and watches `cancel`. `Err` when cancelled (the thread is left to
+/// finish on its own) or when the thread cannot start or stops without an answer.
+fn off_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce(weights::Progress) -> T + Send + 'static,
+    id: LoadId,
+    cancel: &CancelToken,
+    out: &Outbox,
+) -> Result<T, String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (ptx, prx) = crossbeam_channel::unbounded::<weights::DownloadProgress>();
+    let progress = weights::Progress::Report(std::sync::Arc::new(move |p| {
+        let _ = ptx.send(p.clone());
+    }));
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(f(progress));
+        })
+        .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+    loop {
+        let result = rx.recv_timeout(Duration::from_millis(50));
+        if let Some(p) = prx.try_iter().last() {
+            out.send(Event::LoadProgress {
+                id,
+                message: p.describe(),
+                fraction: Some(p.fraction()),
+            });
+        }
+        match result {
+            Ok(value) => return Ok(value),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(format!("the {name} thread stopped unexpectedly"))
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if cancel.is_cancelled() {
+                    return Err("cancelled".into());
+                }
+            }
+        }
     }
 }
 
