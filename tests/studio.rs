@@ -1524,6 +1524,65 @@ fn inpainting_model_generates_from_the_opened_picture() {
     assert_eq!(h.state().canvas_background(), CanvasBackground::Result);
 }
 
+/// An original text-image inpainting checkpoint (its CLIP image tower in `image_encoder/` beside
+/// it): image boxes and inpainting are on, people off; a picture opened for inpainting and a
+/// reference picture in a box reach the generation.
+#[test]
+fn original_text_image_inpainting_checkpoint_in_the_studio() {
+    let dir = temp_dir("original-ti-inpaint");
+    let model = format!("{ROOT}/tests/fixtures/original/gligen-tiny-inpaint-text-image.pth");
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(model), false);
+    wait_model(&mut h);
+    let case = PathBuf::from(ROOT).join("tests/fixtures/original/ip_orig_image_box");
+    let mut layout = fixture_layout("a_one_box");
+    layout.prompt = "a clock and a lamp on a table".into();
+    layout.entities.clear();
+    layout.entities.push(Entity::TextBox {
+        phrase: "a lamp".into(),
+        bbox: [0.55, 0.1, 0.9, 0.7],
+    });
+    h.state_mut().set_layout(layout);
+    h.run();
+    assert!(!is_disabled(&h, "Add image box…"));
+    assert!(is_disabled(&h, "Person (P)"));
+    assert!(h
+        .state()
+        .generate_blocker()
+        .is_some_and(|b| b.contains("open a picture to inpaint")));
+    answers
+        .lock()
+        .unwrap()
+        .push_back(Some(case.join("inpaint_a.png")));
+    h.get_by_label("Open picture for inpainting…").click();
+    wait_files(&mut h, "the picture");
+    answers
+        .lock()
+        .unwrap()
+        .push_back(Some(case.join("case_alt.png")));
+    h.get_by_label("Add image box…").click();
+    wait_files(&mut h, "the image box");
+    assert_eq!(h.state().generate_blocker(), None);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
+    let request = h.state().last_request().unwrap();
+    assert!(request.layout.inpaint.is_some());
+    let kinds: Vec<&str> = request
+        .layout
+        .entities
+        .iter()
+        .map(|e| e.kind().as_str())
+        .collect();
+    assert_eq!(kinds, ["text_box", "image_box"]);
+    assert_eq!(h.state().history_items()[0].image.width(), 32);
+    assert!(h
+        .state()
+        .notices()
+        .iter()
+        .all(|n| !n.text.contains("failed")));
+}
+
 #[test]
 fn keypoint_checkpoint_poses_two_people_and_generates() {
     let dir = temp_dir("keypoints");
