@@ -404,7 +404,11 @@ fn embed_one(label: &str, img: &str, base_dir: Option<&Path>) -> Result<String, 
     let media_type = image::guess_format(&bytes)
         .ok()
         .and_then(media_type_of)
-        .ok_or_else(|| described("not a PNG or JPEG image".to_string()))?;
+        .ok_or_else(|| {
+            described(format!(
+                "not a picture Glichen reads ({SUPPORTED_PICTURES})"
+            ))
+        })?;
     Ok(encode_data_uri(&bytes, media_type))
 }
 

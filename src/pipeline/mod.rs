@@ -673,7 +673,7 @@ pub fn pooled_noise(
 ) -> candle_core::Result<Option<Tensor>> {
     let (b, c, h, w) = shape;
     let (fh, fw) = full;
-    if h == 0 || w == 0 || fh % h != 0 || fw % w != 0 || fh / h != fw / w || fh == h {
+    if h == 0 || w == 0 || fh <= h || fh % h != 0 || fw % w != 0 || fh / h != fw / w {
         return Ok(None);
     }
     let k = fh / h;
@@ -984,7 +984,7 @@ impl GligenModel {
         let rgb = if rgb.dimensions() == (w, h) {
             rgb
         } else {
-            // diffusers: centre crop (PIL's float box), then PIL's LANCZOS resize.
+            // centre crop (PIL's float box, as diffusers), then PIL's resize with the model's filter
             let (iw, ih) = rgb.dimensions();
             let (cw, ch) = if (iw as u64) * (h as u64) > (ih as u64) * (w as u64) {
                 (((ih as u64 * w as u64) / h as u64) as u32, ih)
@@ -1116,8 +1116,8 @@ impl GligenModel {
         };
         latents = (latents * scheduler.init_noise_sigma()).ctx("initial latents")?;
 
-        // Grounded inpainting: the kept region is re-noised to every timestep; the UNet also sees
-        // `[z0 · mask, mask]`.
+        // Grounded inpainting: the kept region is re-noised to the timestep before the UNet runs
+        // (see `renoise` below); the UNet also sees `[z0 · mask, mask]`.
         let inpaint = match self.inpaint_pixels(layout, inputs.base_dir.as_deref())? {
             Some(pixels) => {
                 let posterior = self
@@ -1183,12 +1183,11 @@ impl GligenModel {
             let step_t = *step_timestep.get_or_insert(t);
             let gate = gates.get(step).copied().unwrap_or(0.0);
             let ctx = format!("UNet evaluation {i} (step {step}, timestep {t})");
+            let first_of_step = i == 0 || scheduler.sampling_step(i - 1) != step;
             // diffusers re-noises before every UNet evaluation, the original sampler once per step.
             let renoise = match self.origin {
                 ModelOrigin::Diffusers => Some(i),
-                ModelOrigin::Original => {
-                    (i == 0 || scheduler.sampling_step(i - 1) != step).then_some(step)
-                }
+                ModelOrigin::Original => first_of_step.then_some(step),
             };
             if let (Some((z0, mask, _)), Some(draw)) = (&inpaint, renoise) {
                 let noise = match &inputs.noise {
@@ -1260,7 +1259,6 @@ impl GligenModel {
                 .ctx(&ctx)?;
             latents = scheduler.step(&noise, t, &latents).ctx(&ctx)?;
             let last_of_step = i + 1 == timesteps.len() || scheduler.sampling_step(i + 1) != step;
-            let first_of_step = i == 0 || scheduler.sampling_step(i - 1) != step;
             if last_of_step || first_of_step {
                 on_step(&StepUpdate {
                     step,

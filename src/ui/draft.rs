@@ -1,6 +1,7 @@
 //! Draft mode: while it is on, every edit of the layout or its settings schedules a quick render
-//! (fewer steps with the same scheduler, optionally at half size, from the full canvas's noise pooled
-//! down so that it keeps the full render's composition) that starts once the layout has
+//! (fewer steps with the same scheduler, optionally at half size, then from the full canvas's noise
+//! pooled 2×2 so that it keeps the full render's composition, where the latent grid halves exactly)
+//! that starts once the layout has
 //! been still for a moment; a new edit cancels the running draft. "Render full" (the Generate
 //! button while drafting) renders the same picture with the user's real settings.
 //!

@@ -100,6 +100,15 @@ impl DownloadProgress {
 
     pub fn describe(&self) -> String {
         const MB: f64 = 1024.0 * 1024.0;
+        if self.total == 0 {
+            return format!(
+                "Downloading {} — {}, file {} of {}",
+                self.repo,
+                self.file,
+                self.index + 1,
+                self.count
+            );
+        }
         format!(
             "Downloading {} — {} ({:.0} of {:.0} MiB), file {} of {}",
             self.repo,
@@ -215,6 +224,8 @@ pub fn fetch(
     }
 }
 
+/// The files of a diffusers repo that a GLIGEN pipeline reads: configs, tokenizer and processor
+/// files, and for each component the one weights file it would load.
 pub fn files_to_fetch(siblings: &[String]) -> Vec<String> {
     let set: BTreeSet<&str> = siblings.iter().map(String::as_str).collect();
     let mut out = Vec::new();
@@ -278,7 +289,7 @@ pub fn fetch_repo(
             let cache = hf_hub::Cache::from_env().repo(hub_repo.clone());
             if let Some(config) = cache.get("unet/config.json") {
                 let root = root_of(config)?;
-                if DiffusersFolderCheck::complete(&root) {
+                if snapshot_is_complete(&root) {
                     tracing::warn!(
                         "{repo_id}: the hub is unreachable ({e}); using the cached snapshot {}",
                         root.display()
@@ -313,20 +324,32 @@ pub fn fetch_repo(
         .map(ModelSource::Folder)
 }
 
-/// Whether a cached snapshot holds a whole pipeline: every component's config and weights.
-struct DiffusersFolderCheck;
-
-impl DiffusersFolderCheck {
-    fn complete(root: &std::path::Path) -> bool {
-        let folder = super::DiffusersFolder {
-            root: root.to_path_buf(),
-        };
-        ["unet", "vae", "text_encoder"]
+/// Whether a cached snapshot holds a whole pipeline: the scheduler config, the tokenizer, and for
+/// every component folder with a `config.json` (the image tower and projection of text-image
+/// models included) its weights.
+fn snapshot_is_complete(root: &std::path::Path) -> bool {
+    let folder = super::DiffusersFolder {
+        root: root.to_path_buf(),
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return false;
+    };
+    let components_ok = entries.flatten().all(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let has_config = e.path().join("config.json").is_file();
+        !has_config
+            || matches!(
+                name.as_str(),
+                "tokenizer" | "processor" | "feature_extractor"
+            )
+            || folder.weights_path(&name).is_ok()
+    });
+    components_ok
+        && ["unet", "vae", "text_encoder"]
             .iter()
-            .all(|c| folder.weights_path(c).is_ok() && root.join(c).join("config.json").is_file())
-            && root.join("scheduler/scheduler_config.json").is_file()
-            && folder.tokenizer().is_ok()
-    }
+            .all(|c| root.join(c).join("config.json").is_file())
+        && root.join("scheduler/scheduler_config.json").is_file()
+        && folder.tokenizer().is_ok()
 }
 
 /// Named files of a hub repository (from the cache, downloaded when missing); returns the snapshot

@@ -303,6 +303,11 @@ pub enum ModelSource {
     OriginalCheckpoint(PathBuf),
 }
 
+/// `owner/name`: what a hub repository id looks like, as opposed to a relative path.
+pub fn looks_like_repo_id(spec: &str) -> bool {
+    spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/')
+}
+
 /// Resolves `--model`: an existing folder or file, else a catalogue name or hub repo id, downloaded
 /// into the Hugging Face cache when not already there.
 pub fn resolve_model(
@@ -321,7 +326,7 @@ pub fn resolve_model(
     if let Some(entry) = catalogue::find(spec) {
         return catalogue::fetch(&entry, progress);
     }
-    if spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/') {
+    if looks_like_repo_id(spec) {
         return catalogue::fetch_repo(spec, "main", progress);
     }
     Err(WeightsError::UnknownModel(spec.to_string()))

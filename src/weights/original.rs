@@ -447,7 +447,7 @@ pub fn find_image_encoder(
             }
             return Ok(dir.to_path_buf());
         }
-        if spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/') {
+        if super::looks_like_repo_id(spec) {
             return super::catalogue::fetch_files(
                 spec,
                 "main",
@@ -463,6 +463,12 @@ pub fn find_image_encoder(
     if let Some(beside) = checkpoint.parent().map(|p| p.join("image_encoder")) {
         if is_clip_folder(&beside) {
             return Ok(beside);
+        }
+        if beside.is_dir() {
+            tracing::warn!(
+                "{} is not a CLIP folder (no config.json with preprocessor_config.json); using {IMAGE_ENCODER_REPO} from the hub",
+                beside.display()
+            );
         }
     }
     super::catalogue::fetch_files(

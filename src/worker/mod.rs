@@ -545,8 +545,7 @@ fn load(
     let source = match off_thread(
         "glichen-resolve",
         move |progress| weights::resolve_model(&spec, progress),
-        id,
-        &cancel,
+        (id, &cancel, OnCancel::Detach),
         out,
     ) {
         Ok(Ok(source)) => source,
@@ -584,8 +583,7 @@ fn load(
             };
             GligenModel::load_with(&load_source, &device, dtype, &options)
         },
-        id,
-        &cancel,
+        (id, &cancel, OnCancel::Wait),
         out,
     );
     let loaded = match loaded {
@@ -621,14 +619,23 @@ fn load(
     }
 }
 
+/// What [`off_thread`] does with its thread when the load is cancelled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnCancel {
+    /// Return at once and let the thread finish alone (a download into the cache: harmless).
+    Detach,
+    /// Wait for the thread and drop its result, so that nothing it holds (a model being built)
+    /// outlives the cancel: two SD models at once may not fit in memory.
+    Wait,
+}
+
 /// Runs `f` on its own thread while this one forwards its download progress as
-/// [`Event::LoadProgress`] and watches `cancel`. `Err` when cancelled (the thread is left to
-/// finish on its own) or when the thread cannot start or stops without an answer.
+/// [`Event::LoadProgress`] and watches `cancel`. `Err` with a message when cancelled, when the
+/// thread cannot start, or when it panics (the panic's message).
 fn off_thread<T: Send + 'static>(
     name: &str,
     f: impl FnOnce(weights::Progress) -> T + Send + 'static,
-    id: LoadId,
-    cancel: &CancelToken,
+    (id, cancel, on_cancel): (LoadId, &CancelToken, OnCancel),
     out: &Outbox,
 ) -> Result<T, String> {
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -639,26 +646,48 @@ fn off_thread<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let _ = tx.send(f(progress));
+            let result = catch_unwind(AssertUnwindSafe(|| f(progress)))
+                .map_err(|payload| panic_message(payload.as_ref()));
+            let _ = tx.send(result);
         })
         .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+    let mut cancelled = false;
     loop {
         let result = rx.recv_timeout(Duration::from_millis(50));
         if let Some(p) = prx.try_iter().last() {
-            out.send(Event::LoadProgress {
-                id,
-                message: p.describe(),
-                fraction: Some(p.fraction()),
+            let last_file_done = p.index + 1 == p.count && p.total > 0 && p.done >= p.total;
+            out.send(if last_file_done {
+                // what follows the download (building the networks) has no measure of its own
+                Event::LoadProgress {
+                    id,
+                    message: format!("Downloaded {}; loading the weights", p.repo),
+                    fraction: None,
+                }
+            } else {
+                Event::LoadProgress {
+                    id,
+                    message: p.describe(),
+                    fraction: Some(p.fraction()),
+                }
             });
         }
         match result {
-            Ok(value) => return Ok(value),
+            Ok(_) if cancelled => return Err("cancelled".into()),
+            Ok(value) => return value,
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(format!("the {name} thread stopped unexpectedly"))
             }
             Err(RecvTimeoutError::Timeout) => {
-                if cancel.is_cancelled() {
-                    return Err("cancelled".into());
+                if !cancelled && cancel.is_cancelled() {
+                    if on_cancel == OnCancel::Detach {
+                        return Err("cancelled".into());
+                    }
+                    cancelled = true;
+                    out.send(Event::LoadProgress {
+                        id,
+                        message: "Cancelling: letting the model being built go".into(),
+                        fraction: None,
+                    });
                 }
             }
         }
@@ -738,5 +767,88 @@ fn run_job(job: &Job, cancel: &CancelToken, out: &Outbox, state: &mut State) {
             job: job.id,
             message: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> (Outbox, Receiver<Event>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (
+            Outbox {
+                tx,
+                repaint: Box::new(|| {}),
+            },
+            rx,
+        )
+    }
+
+    fn slow(ms: u64) -> impl FnOnce(weights::Progress) -> u32 + Send + 'static {
+        move |progress| {
+            if let weights::Progress::Report(report) = &progress {
+                report(&weights::DownloadProgress {
+                    repo: "o/n".into(),
+                    file: "f".into(),
+                    index: 0,
+                    count: 2,
+                    done: 5,
+                    total: 10,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(ms));
+            7
+        }
+    }
+
+    #[test]
+    fn off_thread_forwards_progress_and_returns_the_value() {
+        let (out, rx) = outbox();
+        let cancel = CancelToken::new();
+        let v = off_thread("t", slow(120), (LoadId(1), &cancel, OnCancel::Wait), &out);
+        assert_eq!(v, Ok(7));
+        let progress: Vec<Option<f32>> = rx
+            .try_iter()
+            .filter_map(|e| match e {
+                Event::LoadProgress { fraction, .. } => Some(fraction),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress, [Some(0.25)]);
+    }
+
+    #[test]
+    fn a_cancelled_load_waits_for_its_thread_a_cancelled_download_does_not() {
+        let (out, _rx) = outbox();
+        for (on_cancel, at_least, at_most) in
+            [(OnCancel::Wait, 400, 5000), (OnCancel::Detach, 0, 300)]
+        {
+            let cancel = CancelToken::new();
+            let c = cancel.clone();
+            let canceller = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                c.cancel();
+            });
+            let started = Instant::now();
+            let v = off_thread("t", slow(450), (LoadId(1), &cancel, on_cancel), &out);
+            let took = started.elapsed().as_millis() as u64;
+            canceller.join().unwrap();
+            assert_eq!(v, Err("cancelled".to_string()));
+            assert!((at_least..at_most).contains(&took), "{took} ms");
+        }
+    }
+
+    #[test]
+    fn a_panic_off_thread_is_reported_with_its_message() {
+        let (out, _rx) = outbox();
+        let cancel = CancelToken::new();
+        let v: Result<u32, String> = off_thread(
+            "t",
+            |_| panic!("the weights are odd"),
+            (LoadId(1), &cancel, OnCancel::Wait),
+            &out,
+        );
+        assert_eq!(v, Err("the weights are odd".to_string()));
     }
 }

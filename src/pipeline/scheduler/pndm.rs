@@ -26,8 +26,8 @@ pub struct PndmScheduler {
     counter: usize,
     ets: Vec<Tensor>,
     cur_sample: Option<Tensor>,
-    /// The timestep the first PLMS step started from, which its second evaluation steps from.
-    cur_timestep: Option<usize>,
+    /// The original PLMS sampler's single step: both of its evaluations at one timestep.
+    repeat_first: bool,
     cur_model_output: Option<Tensor>,
 }
 
@@ -42,13 +42,16 @@ impl PndmScheduler {
         // ascending, like diffusers' `_timesteps`
         let ts = checked_base_timesteps(cfg, num_inference_steps)?;
         let steps = ts.len();
+        let repeat_first = cfg.skip_prk_steps
+            && ts.len() == 1
+            && cfg.timestep_spacing == super::TimestepSpacing::LdmUniform;
         let (prk_timesteps, plms_timesteps) = if cfg.skip_prk_steps {
             // concat([_ts[:-1], _ts[-2:-1], _ts[-1:]])[::-1]
             let n = ts.len();
             let mut plms: Vec<usize> = ts[..n - 1].to_vec();
             if n >= 2 {
                 plms.push(ts[n - 2]);
-            } else if cfg.timestep_spacing == super::TimestepSpacing::LdmUniform {
+            } else if repeat_first {
                 // The original PLMS sampler evaluates its first step twice even when it is the only
                 // one, the second time at the same timestep (`t_next` clamps to the last).
                 plms.push(ts[0]);
@@ -106,7 +109,7 @@ impl PndmScheduler {
             counter: 0,
             ets: Vec::new(),
             cur_sample: None,
-            cur_timestep: None,
+            repeat_first,
             cur_model_output: None,
         })
     }
@@ -188,7 +191,7 @@ impl PndmScheduler {
         } else {
             // diffusers: `prev = t; t += ratio` (even where the spacing is not uniform). The
             // original sampler's single step evaluates twice at one timestep and steps from it.
-            if self.cur_timestep.take() == Some(timestep as usize) {
+            if self.repeat_first {
                 prev_timestep = timestep - self.step_ratio();
             } else {
                 prev_timestep = timestep;
@@ -202,7 +205,6 @@ impl PndmScheduler {
             match self.counter {
                 0 => {
                     self.cur_sample = Some(sample.clone());
-                    self.cur_timestep = Some(timestep as usize);
                     model_output.clone()
                 }
                 1 => {
