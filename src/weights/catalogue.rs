@@ -153,6 +153,20 @@ impl hf_hub::api::Progress for Reporter {
     }
 }
 
+/// [`get_file`] for each of `files`, in order.
+fn get_files(
+    repo: &hf_hub::api::sync::ApiRepo,
+    names: (&hf_hub::Repo, &str),
+    files: &[&str],
+    progress: &Progress,
+) -> Result<Vec<std::path::PathBuf>, WeightsError> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| get_file(repo, names, file, (i, files.len()), progress))
+        .collect()
+}
+
 fn api(progress: &Progress) -> Result<hf_hub::api::sync::Api, WeightsError> {
     hf_hub::api::sync::ApiBuilder::from_env()
         .with_progress(matches!(progress, Progress::Terminal))
@@ -307,19 +321,12 @@ pub fn fetch_repo(
             "the repository has no unet/config.json: not a diffusers GLIGEN pipeline".into(),
         ));
     }
-    let mut unet_config = None;
-    for (i, file) in files.iter().enumerate() {
-        let path = get_file(
-            &repo,
-            (&hub_repo, repo_id),
-            file,
-            (i, files.len()),
-            &progress,
-        )?;
-        if file == "unet/config.json" {
-            unet_config = Some(path);
-        }
-    }
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let paths = get_files(&repo, (&hub_repo, repo_id), &files, &progress)?;
+    let unet_config = files
+        .iter()
+        .position(|f| *f == "unet/config.json")
+        .map(|i| paths[i].clone());
     root_of(unet_config.ok_or_else(|| err("unet/config.json was not fetched".into()))?)
         .map(ModelSource::Folder)
 }
@@ -367,21 +374,15 @@ pub fn fetch_files(
         revision.to_string(),
     );
     let repo = api(&progress)?.repo(hub_repo.clone());
-    let mut folder = None;
-    for (i, file) in files.iter().enumerate() {
-        let path = get_file(
-            &repo,
-            (&hub_repo, repo_id),
-            file,
-            (i, files.len()),
-            &progress,
-        )?;
-        folder = folder.or_else(|| path.parent().map(|p| p.to_path_buf()));
-    }
-    folder.ok_or_else(|| WeightsError::Download {
-        repo: repo_id.to_string(),
-        message: "no files asked for".into(),
-    })
+    let paths = get_files(&repo, (&hub_repo, repo_id), files, &progress)?;
+    paths
+        .first()
+        .and_then(|p| p.parent())
+        .map(|p| p.to_path_buf())
+        .ok_or_else(|| WeightsError::Download {
+            repo: repo_id.to_string(),
+            message: "no files asked for".into(),
+        })
 }
 
 #[cfg(test)]
