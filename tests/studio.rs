@@ -1583,6 +1583,47 @@ fn original_text_image_inpainting_checkpoint_in_the_studio() {
         .all(|n| !n.text.contains("failed")));
 }
 
+/// The "Image tower" setting points an original text-image checkpoint that has no `image_encoder/`
+/// beside it at a CLIP folder elsewhere; it is remembered in the settings.
+#[test]
+fn the_image_tower_setting_reaches_an_original_text_image_checkpoint() {
+    let dir = temp_dir("image-tower");
+    let lonely = dir.join("checkpoints");
+    std::fs::create_dir_all(&lonely).unwrap();
+    let original = PathBuf::from(ROOT).join("tests/fixtures/original");
+    std::fs::copy(
+        original.join("gligen-tiny-text-image.pth"),
+        lonely.join("ck.pth"),
+    )
+    .unwrap();
+    let tower = original.join("image_encoder");
+    let (mut h, answers) = studio_with(&dir.join("data"), None, false);
+    h.run();
+    h.get_by_label("Image tower:").focus();
+    h.run();
+    h.get_by_label("Image tower:")
+        .type_text(tower.to_str().unwrap());
+    h.run();
+    assert_eq!(h.state().settings().image_encoder, tower.to_str().unwrap());
+    answers
+        .lock()
+        .unwrap()
+        .push_back(Some(lonely.join("ck.pth")));
+    h.get_by_label("Choose checkpoint file…").click();
+    wait_for(&mut h, "the model", Duration::from_secs(120), |a| {
+        matches!(
+            a.model_state(),
+            ModelState::Ready(_) | ModelState::Failed { .. }
+        )
+    });
+    assert!(
+        matches!(h.state().model_state(), ModelState::Ready(_)),
+        "model: {:?}",
+        h.state().model_state()
+    );
+    assert!(!is_disabled(&h, "Add image box…"));
+}
+
 #[test]
 fn keypoint_checkpoint_poses_two_people_and_generates() {
     let dir = temp_dir("keypoints");

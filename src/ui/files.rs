@@ -253,6 +253,9 @@ pub struct Settings {
     /// Save writes the pictures into the layout file (data URIs) instead of paths.
     pub embed_pictures: bool,
     pub draft: super::draft::DraftSettings,
+    /// The CLIP image tower for original text-image checkpoints (a folder or a hub repo id);
+    /// empty: an `image_encoder/` folder beside the checkpoint, else openai/clip-vit-large-patch14.
+    pub image_encoder: String,
 }
 
 impl Default for Settings {
@@ -268,6 +271,7 @@ impl Default for Settings {
             show_image: true,
             embed_pictures: false,
             draft: Default::default(),
+            image_encoder: String::new(),
         }
     }
 }

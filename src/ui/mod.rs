@@ -658,6 +658,8 @@ impl StudioApp {
         if self.settings.dtype != "auto" && !self.settings.dtype.is_empty() {
             r.dtype = self.settings.dtype.clone();
         }
+        let tower = self.settings.image_encoder.trim();
+        r.image_encoder = (!tower.is_empty()).then(|| tower.to_string());
         r
     }
 

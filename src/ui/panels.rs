@@ -565,6 +565,18 @@ impl StudioApp {
                 self.pick_model_dialog(false);
             }
         });
+        ui.horizontal(|ui| {
+            let label = ui.label("Image tower:");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.settings.image_encoder)
+                    .hint_text("beside the checkpoint, else openai/clip-vit-large-patch14")
+                    .desired_width(220.0),
+            )
+            .labelled_by(label.id)
+            .on_hover_text(
+                "Original text-image checkpoints carry no CLIP image tower: a transformers CLIP folder or a hub repo id (owner/name). Empty: an image_encoder/ folder beside the checkpoint, else openai/clip-vit-large-patch14 from the hub. Used when a model is loaded.",
+            );
+        });
         let entries = self.catalogue.clone();
         if entries.is_empty() {
             return;

@@ -46,6 +46,8 @@ pub struct LoadRequest {
     pub spec: String,
     pub device: String,
     pub dtype: String,
+    /// Original text-image checkpoints: where their CLIP image tower is ([`pipeline::LoadOptions`]).
+    pub image_encoder: Option<String>,
 }
 
 impl LoadRequest {
@@ -62,6 +64,7 @@ impl LoadRequest {
             spec: spec.into(),
             device: "auto".into(),
             dtype: dtype.into(),
+            image_encoder: None,
         }
     }
 
@@ -71,6 +74,7 @@ impl LoadRequest {
             spec: spec.into(),
             device: "cpu".into(),
             dtype: "f32".into(),
+            image_encoder: None,
         }
     }
 }
@@ -574,12 +578,13 @@ fn load(
     state.model = None;
     // Loading may download too (an original text-image checkpoint's image tower).
     let load_source = source.clone();
+    let image_encoder = request.image_encoder.clone();
     let loaded = off_thread(
         "glichen-load",
         move |progress| {
             let options = pipeline::LoadOptions {
                 progress,
-                ..Default::default()
+                image_encoder,
             };
             GligenModel::load_with(&load_source, &device, dtype, &options)
         },
