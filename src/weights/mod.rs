@@ -243,6 +243,28 @@ fn weight_candidates(component: &str) -> Vec<String> {
     out
 }
 
+/// The first of `candidates` that is a file in `dir`, else an error naming the folder, the
+/// component and every name looked for.
+pub(crate) fn first_weights_file<S: AsRef<str>>(
+    dir: &Path,
+    component: &str,
+    candidates: &[S],
+) -> Result<PathBuf, WeightsError> {
+    candidates
+        .iter()
+        .map(|c| dir.join(c.as_ref()))
+        .find(|p| p.is_file())
+        .ok_or_else(|| WeightsError::MissingWeights {
+            folder: dir.to_path_buf(),
+            component: component.to_string(),
+            looked_for: candidates
+                .iter()
+                .map(|c| c.as_ref())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
 impl DiffusersFolder {
     pub fn open(root: &Path) -> Result<Self, WeightsError> {
         if !root.is_dir() {
@@ -272,17 +294,11 @@ impl DiffusersFolder {
     }
 
     pub fn weights_path(&self, component: &str) -> Result<PathBuf, WeightsError> {
-        let dir = self.root.join(component);
-        let candidates = weight_candidates(component);
-        candidates
-            .iter()
-            .map(|c| dir.join(c))
-            .find(|p| p.is_file())
-            .ok_or_else(|| WeightsError::MissingWeights {
-                folder: dir.clone(),
-                component: component.to_string(),
-                looked_for: candidates.join(", "),
-            })
+        first_weights_file(
+            &self.root.join(component),
+            component,
+            &weight_candidates(component),
+        )
     }
 
     pub fn weights(&self, component: &str) -> Result<TensorFile, WeightsError> {

@@ -499,16 +499,11 @@ pub fn clip_vision_config_value(dir: &Path) -> Result<serde_json::Value, Weights
 
 /// The weights file of a transformers CLIP folder (safetensors preferred).
 pub fn clip_weights_path(dir: &Path) -> Result<PathBuf, WeightsError> {
-    let candidates = ["model.safetensors", "pytorch_model.bin"];
-    candidates
-        .iter()
-        .map(|c| dir.join(c))
-        .find(|p| p.is_file())
-        .ok_or_else(|| WeightsError::MissingWeights {
-            folder: dir.to_path_buf(),
-            component: "image encoder".into(),
-            looked_for: candidates.join(", "),
-        })
+    super::first_weights_file(
+        dir,
+        "image encoder",
+        &["model.safetensors", "pytorch_model.bin"],
+    )
 }
 
 /// GLIGEN's projection matrix `P` `[in, out]` (`feature @ P`): the folder's
