@@ -4,6 +4,7 @@
 //! `weights` (files, hub, key mapping), `pipeline` (sampling), `worker` (the background thread that
 //! owns a model) and `ui` (the egui studio; nothing else depends on it). The CLI lives in the binary.
 
+pub mod fsio;
 pub mod layout;
 pub mod model;
 pub mod pipeline;

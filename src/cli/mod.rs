@@ -131,22 +131,9 @@ fn describe_source(source: &weights::ModelSource) -> String {
     }
 }
 
-/// Writes `bytes` next to `path` and renames it into place, so a crash never leaves half a file.
+/// [`glichen::fsio::write_atomic`] with the path in the error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    glichen::fsio::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn load_latents(path: &Path, name: &str) -> Result<candle_core::Tensor> {

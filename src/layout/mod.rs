@@ -24,10 +24,8 @@ pub mod png;
 mod validate;
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -585,7 +583,10 @@ impl Layout {
         let path = path.as_ref();
         let mut json = self.to_json_pretty().map_err(|e| e.in_file(path))?;
         json.push('\n');
-        write_atomic(path, json.as_bytes())
+        crate::fsio::write_atomic(path, json.as_bytes()).map_err(|source| LayoutError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Entities that take a grounding slot (boxes and style images).
@@ -605,56 +606,6 @@ impl Layout {
     pub fn has_kind(&self, kind: EntityKind) -> bool {
         self.entities.iter().any(|e| e.kind() == kind)
     }
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// See [`Layout::save`]. The temporary name starts with a dot and carries the
-/// process id and a counter so that concurrent saves never collide.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
-    let io_err = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| LayoutError::Io { path: p, source }
-    };
-    let file_name = path.file_name().ok_or_else(|| LayoutError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.{}-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        // Keep the permissions of the file being replaced (a rename would
-        // otherwise reset them to the umask default).
-        if let Ok(meta) = std::fs::metadata(path) {
-            let _ = file.set_permissions(meta.permissions());
-        }
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(source) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(path)(source));
-    }
-    // Persist the rename itself; not possible (nor needed) everywhere.
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Rewrites `[\n  1,\n  2\n]` as `[1, 2]` for arrays whose elements are all
