@@ -9,7 +9,7 @@ if [ -f .ci/setup-system.sh ]; then
   bash .ci/setup-system.sh
 fi
 
-cargo test --release --all-targets
+cargo test --release --all-targets --features testing
 
 parity=../shared/tools/parity.sh
 if [ -f "$parity" ]; then

@@ -8,6 +8,7 @@ pub mod fsio;
 pub mod layout;
 pub mod model;
 pub mod pipeline;
+#[cfg(feature = "studio")]
 pub mod ui;
 pub mod weights;
 pub mod worker;

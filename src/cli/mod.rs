@@ -120,7 +120,13 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         // No subcommand: open the studio window.
+        #[cfg(feature = "studio")]
         None => glichen::ui::run_studio(),
+        #[cfg(not(feature = "studio"))]
+        None => anyhow::bail!(
+            "this build has no studio (built without the `studio` feature); run a subcommand, \
+             e.g. `glichen generate --help`"
+        ),
     }
 }
 

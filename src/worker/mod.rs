@@ -158,7 +158,7 @@ pub enum Command {
     Cancel(JobId),
     Shutdown,
     /// Panics inside the worker (tests of the recovery path).
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     Panic(String),
 }
 
@@ -483,6 +483,7 @@ fn serve(commands: &Receiver<Command>, out: &Outbox, shared: &Mutex<Shared>, sta
         match command {
             Command::Shutdown => return,
             Command::Cancel(_) => {}
+            #[cfg(feature = "testing")]
             Command::Panic(message) => panic!("{message}"),
             Command::LoadModel {
                 id,
