@@ -12,10 +12,38 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// over `path`, so that a crash or a full disk leaves the old file or the new one, never half of
 /// one. The folder is created when missing. The temporary name starts with a dot and carries the
 /// process id and a counter so that concurrent saves never collide; it is removed on failure.
+///
+/// Only regular files are replaced. A symbolic link is followed and its target replaced (the
+/// link stays a link); a character device (`/dev/null`, `/dev/stdout` on a terminal) or a FIFO
+/// with a reader is written through, because renaming over it would replace the device node or
+/// pipe with a file; a FIFO without a reader and anything else (a folder, a socket) is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")
-    })?;
+    let path = &match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) => target,
+            // A dangling link: create its target, as a plain write would.
+            Err(_) => path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(std::fs::read_link(path)?),
+        },
+        _ => path.to_path_buf(),
+    };
+    if let Ok(meta) = std::fs::metadata(path) {
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            return Err(invalid(format!(
+                "{} is a folder, not a file",
+                path.display()
+            )));
+        }
+        if !kind.is_file() {
+            return write_through(path, &kind, bytes);
+        }
+    }
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| invalid(format!("{} is not a file path", path.display())))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -54,6 +82,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
+}
+
+/// Writes into an existing device or pipe in place (see [`write_atomic`]).
+fn write_through(path: &Path, kind: &std::fs::FileType, bytes: &[u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        if kind.is_char_device() || kind.is_fifo() {
+            // Non-blocking open: a FIFO nobody reads fails at once (ENXIO) instead of hanging.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENXIO) {
+                        invalid(format!("{} is a pipe with no reader", path.display()))
+                    } else {
+                        e
+                    }
+                })?;
+            set_blocking(&file)?;
+            let mut file = file;
+            return file.write_all(bytes).and_then(|()| file.flush());
+        }
+    }
+    let _ = bytes;
+    Err(invalid(format!(
+        "{} is not a regular file ({kind:?}); refusing to replace it",
+        path.display()
+    )))
+}
+
+#[cfg(unix)]
+fn set_blocking(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function's caller owns; only the O_NONBLOCK bit changes.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,9 +150,100 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("glichen-fsio-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
-    fn a_path_without_a_file_name_is_refused() {
-        let err = write_atomic(Path::new("/"), b"x").unwrap_err();
+    fn a_folder_is_refused_and_left_without_a_temporary() {
+        let dir = temp_dir("folder");
+        let err = write_atomic(&dir, b"x").unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("is a folder"), "{err}");
+        let parent = dir.parent().unwrap();
+        let leftovers = std::fs::read_dir(parent)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".glichen-fsio-folder") && name.ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_keeps_being_a_link_to_the_new_content() {
+        let dir = temp_dir("symlink");
+        let target = dir.join("real.json");
+        std::fs::write(&target, b"old").unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_are_written_through_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let null = Path::new("/dev/null");
+        if !null.exists() {
+            return;
+        }
+        write_atomic(null, b"bytes").unwrap();
+        assert!(std::fs::metadata(null)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        let full = Path::new("/dev/full");
+        if full.exists() {
+            let err = write_atomic(full, b"bytes").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+            assert!(std::fs::metadata(full)
+                .unwrap()
+                .file_type()
+                .is_char_device());
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pipe_without_a_reader_is_refused_at_once_and_one_with_a_reader_gets_the_bytes() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = temp_dir("fifo");
+        let fifo = dir.join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = write_atomic(&fifo, b"x").unwrap_err();
+        assert!(err.to_string().contains("no reader"), "{err}");
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+        };
+        // The reader opens the FIFO in its own time; retry until it is there.
+        let mut written = false;
+        for _ in 0..200 {
+            if write_atomic(&fifo, b"through the pipe").is_ok() {
+                written = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(written);
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

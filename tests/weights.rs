@@ -356,3 +356,47 @@ fn catalogue_lists_the_text_box_model_on_its_pr_branch() {
         "{text}"
     );
 }
+
+/// Sets `key` to `value` in a copied model's `<component>/config.json`.
+fn set_config(root: &Path, component: &str, key: &str, value: serde_json::Value) {
+    let path = root.join(component).join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg[key] = value;
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+#[test]
+fn zero_text_encoder_heads_are_refused_naming_the_setting() {
+    let (_tmp, root) = copy_model("tiny-a", "clip-heads-0");
+    set_config(&root, "text_encoder", "num_attention_heads", 0.into());
+    let msg = load_err(&root);
+    assert!(msg.contains("num_attention_heads 0"), "{msg}");
+}
+
+#[test]
+fn text_encoder_heads_that_do_not_divide_the_width_are_refused() {
+    let (_tmp, root) = copy_model("tiny-a", "clip-heads-7");
+    set_config(&root, "text_encoder", "num_attention_heads", 7.into());
+    let msg = load_err(&root);
+    assert!(msg.contains("not divisible by num_attention_heads 7"), "{msg}");
+}
+
+#[test]
+fn zero_unet_heads_are_refused_naming_the_setting() {
+    let (_tmp, root) = copy_model("tiny-a", "unet-heads-0");
+    set_config(&root, "unet", "attention_head_dim", 0.into());
+    let msg = load_err(&root);
+    assert!(msg.contains("attention_head_dim 0"), "{msg}");
+}
+
+#[test]
+fn unet_heads_that_do_not_divide_a_block_are_refused_naming_block_and_setting() {
+    let (_tmp, root) = copy_model("tiny-a", "unet-heads-3");
+    set_config(&root, "unet", "num_attention_heads", 3.into());
+    let msg = load_err(&root);
+    assert!(
+        msg.contains("num_attention_heads 3 of block 0 does not divide its 32 channels"),
+        "{msg}"
+    );
+}

@@ -199,6 +199,22 @@ impl ClipTextModel {
     /// `vb` points at the tower's root (`text_model` in transformers-4 checkpoints, the file root in
     /// transformers-5 ones); the weights module picks it.
     pub fn new(vb: VarBuilder, c: &ClipTextConfig) -> Result<Self> {
+        // Checked before any weight is read: a zero or non-dividing head count would otherwise end
+        // in a division by zero or a shape mismatch that names no setting.
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+            candle_core::bail!(
+                "text encoder hidden_size {} is not divisible by num_attention_heads {}",
+                c.hidden_size,
+                c.num_attention_heads
+            );
+        }
+        if c.max_position_embeddings == 0 || c.vocab_size == 0 {
+            candle_core::bail!(
+                "text encoder max_position_embeddings {} and vocab_size {} must be positive",
+                c.max_position_embeddings,
+                c.vocab_size
+            );
+        }
         let act = Activation::parse(&c.hidden_act, "text encoder")?;
         let e = vb.pp("embeddings");
         let layers = (0..c.num_hidden_layers)

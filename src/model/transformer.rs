@@ -163,6 +163,9 @@ pub struct Transformer2DConfig {
 impl Transformer2DModel {
     pub fn new(vb: VarBuilder, cfg: Transformer2DConfig) -> Result<Self> {
         let c = cfg.channels;
+        if cfg.heads == 0 || !c.is_multiple_of(cfg.heads) {
+            candle_core::bail!("{} attention heads do not divide {c} channels", cfg.heads);
+        }
         let dim_head = c / cfg.heads;
         let projection = |vb: VarBuilder| -> Result<Projection> {
             Ok(if cfg.use_linear_projection {

@@ -357,6 +357,20 @@ impl UNet2DConditionModel {
                 .resolve(n, "transformer_layers_per_block")
                 .map_err(candle_core::Error::msg)?,
         };
+        // Every attention width must split into whole heads; checked here so that a wrong head
+        // count names its setting instead of failing as a division by zero or a shape mismatch.
+        let heads_key = if cfg.num_attention_heads.is_some() {
+            "num_attention_heads"
+        } else {
+            "attention_head_dim"
+        };
+        for (i, (&heads, &channels)) in r.heads.iter().zip(boc.iter()).enumerate() {
+            if heads == 0 || !channels.is_multiple_of(heads) {
+                candle_core::bail!(
+                    "UNet {heads_key} {heads} of block {i} does not divide its {channels} channels"
+                );
+            }
+        }
         let gated = matches!(
             cfg.attention_type.as_deref(),
             Some("gated") | Some("gated-text-image")
