@@ -145,3 +145,38 @@ fn missing_tokenizer_files_are_named() {
         .to_string();
     assert!(err.contains("merges.txt"), "{err}");
 }
+
+#[test]
+fn a_multi_megabyte_prompt_is_cut_early_to_the_same_tokens() {
+    let tok = ClipTokenizer::builtin().unwrap();
+    let short = "a red umbrella, ".repeat(40);
+    let huge = "a red umbrella, ".repeat(20 * 1024 * 1024 / 16);
+    let t = tok.encode(&huge, true).unwrap();
+    let expected = tok.encode(&short, true).unwrap();
+    assert_eq!(t.ids, expected.ids);
+    assert!(!t.counted_whole);
+    assert!(expected.counted_whole);
+    assert!(t.truncated_tokens > 0);
+}
+
+#[test]
+fn a_giant_word_is_refused_with_its_size() {
+    let tok = ClipTokenizer::builtin().unwrap();
+    let word = "a".repeat(2 * 1024 * 1024);
+    let err = tok.encode(&word, true).unwrap_err().to_string();
+    assert!(err.contains("a text of 2097152 bytes"), "{err}");
+}
+
+#[test]
+fn a_window_too_small_for_one_token_is_refused() {
+    let tmp = common::TempDir::new("tok-window");
+    let dir = tmp.join("tokenizer");
+    common::copy_dir(&model_dir("tiny-b").join("tokenizer"), &dir);
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"model_max_length": 0}"#,
+    )
+    .unwrap();
+    let err = ClipTokenizer::from_folder(&dir).unwrap_err().to_string();
+    assert!(err.contains("model_max_length 0 leaves no room"), "{err}");
+}

@@ -379,7 +379,10 @@ fn text_encoder_heads_that_do_not_divide_the_width_are_refused() {
     let (_tmp, root) = copy_model("tiny-a", "clip-heads-7");
     set_config(&root, "text_encoder", "num_attention_heads", 7.into());
     let msg = load_err(&root);
-    assert!(msg.contains("not divisible by num_attention_heads 7"), "{msg}");
+    assert!(
+        msg.contains("not divisible by num_attention_heads 7"),
+        "{msg}"
+    );
 }
 
 #[test]

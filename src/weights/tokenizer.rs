@@ -17,14 +17,24 @@ const BUILTIN_MERGES: &str = include_str!("../../assets/clip/merges.txt");
 
 const CLIP_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
+/// Texts longer than this are tokenized only up to a word boundary near it: the encoder reads at
+/// most `max_length` tokens, and tokenizing a multi-megabyte prompt whole takes gigabytes.
+const LONG_TEXT_BYTES: usize = 16 * 1024;
+/// Beyond this a text whose first [`LONG_TEXT_BYTES`] hold too few words to fill the window (one
+/// giant "word") is refused rather than tokenized whole.
+pub const MAX_TEXT_BYTES: usize = 1024 * 1024;
+
 /// Token ids of one prompt, padded for the text encoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenizedPrompt {
     pub ids: Vec<u32>,
-    /// Content tokens the prompt had before truncation (without start/end tokens).
+    /// Content tokens the prompt had before truncation (without start/end tokens); for a text
+    /// longer than 16 KiB, only those of its first 16 KiB (a lower bound, see `counted_whole`).
     pub content_tokens: usize,
-    /// Content tokens that were cut to fit the encoder's window.
+    /// Content tokens that were cut to fit the encoder's window (a lower bound likewise).
     pub truncated_tokens: usize,
+    /// Whether the whole text was tokenized, so that the two counts are exact.
+    pub counted_whole: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +82,17 @@ impl ClipTokenizer {
                 if pad_token.is_none() {
                     pad_token = v.get("pad_token").and_then(special_token);
                 }
+                // transformers writes a huge sentinel for "no limit"; such values keep CLIP's 77.
                 if let Some(m) = v.get("model_max_length").and_then(|m| m.as_u64()) {
+                    if m < 3 {
+                        return Err(WeightsError::Config {
+                            path: p.clone(),
+                            message: format!(
+                                "model_max_length {m} leaves no room for a token (the window holds \
+                                 the start and end tokens, so it must be at least 3)"
+                            ),
+                        });
+                    }
                     if m <= 4096 {
                         max_length = m as usize;
                     }
@@ -211,9 +231,17 @@ impl ClipTokenizer {
 
     /// `[bos, content…, eos]`, truncated to `max_length` and, when `pad` is set, padded to it with
     /// the padding token: what `CLIPTokenizer(padding="max_length", truncation=True)` returns.
+    ///
+    /// A text longer than 16 KiB is tokenized up to the last whitespace in its first 16 KiB when
+    /// that prefix fills the window: every word before the cut is whole and CLIP tokenizes word by
+    /// word, so the kept tokens are exactly those of the whole text. One longer than 1 MiB whose
+    /// prefix does not fill the window is refused.
     pub fn encode(&self, text: &str, pad: bool) -> Result<TokenizedPrompt, WeightsError> {
-        let content = self.content_ids(text)?;
         let room = self.max_length.saturating_sub(2);
+        let (content, counted_whole) = match self.long_text_prefix(text, room)? {
+            Some(content) => (content, false),
+            None => (self.content_ids(text)?, true),
+        };
         let kept = content.len().min(room);
         let mut ids = Vec::with_capacity(self.max_length);
         ids.push(self.bos_id);
@@ -226,6 +254,36 @@ impl ClipTokenizer {
             ids,
             content_tokens: content.len(),
             truncated_tokens: content.len() - kept,
+            counted_whole,
         })
+    }
+
+    /// The content ids of a long text's prefix when they fill `room` (see [`Self::encode`]);
+    /// `None` when the text is short enough to tokenize whole.
+    fn long_text_prefix(&self, text: &str, room: usize) -> Result<Option<Vec<u32>>, WeightsError> {
+        if text.len() <= LONG_TEXT_BYTES {
+            return Ok(None);
+        }
+        let mut end = LONG_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if let Some(cut) = text[..end].rfind(char::is_whitespace) {
+            let ids = self.content_ids(&text[..cut])?;
+            if ids.len() > room {
+                return Ok(Some(ids));
+            }
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(WeightsError::Tokenizer {
+                path: self.source.clone(),
+                message: format!(
+                    "a text of {} bytes whose first {LONG_TEXT_BYTES} bytes hold fewer than {room} \
+                     tokens is refused (texts are read up to {MAX_TEXT_BYTES} bytes)",
+                    text.len()
+                ),
+            });
+        }
+        Ok(None)
     }
 }
