@@ -1,8 +1,9 @@
-//! File-system writes shared by the studio, the CLI and the layout module: the one home of the
-//! atomic-save rule, so that every file Glichen writes (layouts, settings, autosave, PNGs,
-//! latents) gets the same crash guarantee.
+//! File-system reads and writes shared by the studio, the CLI, the layout and the pipeline: the one
+//! home of the atomic-save rule, so that every file Glichen writes (layouts, settings, autosave,
+//! PNGs, latents) gets the same crash guarantee, and of the bounded read, so that no input path
+//! (`/dev/zero`, a FIFO, a folder, a huge file) can hang the process or exhaust its memory.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -80,6 +81,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Reads a whole regular file of at most `limit` bytes. Folders, devices and FIFOs are refused
+/// (reading `/dev/zero` never ends, opening a FIFO waits for a writer), as are larger files, with
+/// the size and the limit in the message; the read itself is bounded too, so a file that grows
+/// while it is read cannot pass the limit.
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err(invalid(format!(
+            "{} is a folder, not a file",
+            path.display()
+        )));
+    }
+    if !kind.is_file() {
+        return Err(invalid(format!(
+            "{} is not a regular file (a device, pipe or socket); only files are read",
+            path.display()
+        )));
+    }
+    let too_large = |len: u64| {
+        invalid(format!(
+            "{} is {len} bytes, more than the {limit} bytes accepted here",
+            path.display()
+        ))
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// [`read_limited`] for UTF-8 text.
+pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path, limit)?).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8 text: {e}", path.display()),
+        )
+    })
 }
 
 fn invalid(message: String) -> std::io::Error {
@@ -173,6 +222,40 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bounded_reads_refuse_devices_folders_and_large_files() {
+        let dir = temp_dir("read");
+        let err = read_limited(&dir, 10).unwrap_err();
+        assert!(err.to_string().contains("is a folder"), "{err}");
+        if Path::new("/dev/zero").exists() {
+            let err = read_limited(Path::new("/dev/zero"), 10).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        let file = dir.join("f.txt");
+        std::fs::write(&file, b"0123456789a").unwrap();
+        let err = read_limited(&file, 10).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is 11 bytes, more than the 10 bytes"),
+            "{err}"
+        );
+        assert_eq!(read_limited(&file, 11).unwrap(), b"0123456789a");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_as_input_without_waiting_for_a_writer() {
+        let dir = temp_dir("fifo-in");
+        let fifo = dir.join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_limited(&fifo, 10).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -403,3 +403,44 @@ fn unet_heads_that_do_not_divide_a_block_are_refused_naming_block_and_setting() 
         "{msg}"
     );
 }
+
+#[test]
+fn a_rebuild_call_with_too_few_arguments_is_an_error_not_a_panic() {
+    let file = common::fixtures().join("hostile/rebuild_tensor_three_args.bin");
+    let err = match TensorFile::open(&file) {
+        Ok(_) => panic!("a malformed pickle was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("rebuild_tensor_three_args.bin"), "{err}");
+    assert!(err.contains("malformed torch pickle"), "{err}");
+}
+
+/// A torch-style checkpoint (zip with `archive/data.pkl`) holding `pickle`.
+fn write_checkpoint(path: &Path, pickle: &[u8]) {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(pickle).unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn a_million_nested_lists_are_refused_not_a_stack_overflow() {
+    let tmp = TempDir::new("deep-pickle");
+    let mut pickle = vec![0x80, 2];
+    pickle.extend(std::iter::repeat_n(b']', 1_000_000));
+    pickle.extend(std::iter::repeat_n(b'a', 999_999));
+    pickle.push(b'.');
+    for name in ["deep.bin", "deep.pth"] {
+        let file = tmp.join(name);
+        write_checkpoint(&file, &pickle);
+        let err = match TensorFile::open(&file) {
+            Ok(_) => panic!("a million nested lists were accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(name), "{err}");
+        assert!(err.contains("nested more than 512 deep"), "{err}");
+    }
+}

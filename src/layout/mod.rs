@@ -6,7 +6,7 @@
 //! leaves it to [`Layout::validate_for`] to say whether a given checkpoint can
 //! honour it. Reading is strict about the things that would otherwise be
 //! silently misread (versions, entity types, coordinates) and lenient about
-//! additions (unknown fields are ignored) so that older builds can open files
+//! additions (unknown fields are ignored, with a warning) so that older builds can open files
 //! written by newer ones whenever that is safe.
 //!
 //! Submodules:
@@ -20,6 +20,7 @@ mod convert;
 mod history;
 mod images;
 mod parse;
+pub use parse::{MAX_LAYOUT_BYTES, MAX_LAYOUT_VALUES};
 pub mod png;
 mod validate;
 
@@ -531,10 +532,14 @@ impl<'de> Deserialize<'de> for Layout {
 }
 
 impl Layout {
-    /// Parses a document. Unknown top-level and entity fields are ignored;
+    /// Parses a document. Unknown fields are ignored with a warning (each
+    /// named with its path, and the known field it is probably a typo of);
     /// unknown entity types and newer versions are errors. Numbers read
-    /// back exactly as [`Layout::to_json_pretty`] wrote them.
+    /// back exactly as [`Layout::to_json_pretty`] wrote them. A text of
+    /// more than [`MAX_LAYOUT_VALUES`] JSON values is refused before
+    /// it is parsed.
     pub fn from_json_str(json: &str) -> Result<Layout, LayoutError> {
+        parse::check_value_count(json)?;
         let value = parse::exact_json(json).map_err(LayoutError::Json)?;
         Layout::from_value(value)
     }
@@ -548,10 +553,13 @@ impl Layout {
     /// relative to it (pass [`Layout::base_dir`] to the image functions).
     pub fn load(path: impl AsRef<Path>) -> Result<Layout, LayoutError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::fsio::read_text_limited(path, parse::MAX_LAYOUT_BYTES).map_err(|source| {
+                LayoutError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Layout::from_json_str(&text).map_err(|e| e.in_file(path))
     }
 

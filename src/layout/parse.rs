@@ -194,6 +194,114 @@ pub(crate) fn object<'a>(path: &str, v: &'a Value) -> Result<&'a Object, LayoutE
     })
 }
 
+/// Largest layout file read. Pictures embedded as data URIs make real layouts megabytes long;
+/// nothing legitimate comes near this.
+pub const MAX_LAYOUT_BYTES: u64 = 256 * 1024 * 1024;
+/// Most JSON values (objects, arrays, strings, numbers, keys) a layout may hold. A layout has at
+/// most a few dozen entities of a few dozen values each; without this bound a 200 MB file of
+/// millions of entities takes gigabytes as a `Value` tree before the slot limit is checked.
+pub const MAX_LAYOUT_VALUES: usize = 1_000_000;
+
+/// Refuses JSON with more than [`MAX_LAYOUT_VALUES`] values, counted in one pass over the bytes
+/// before anything is allocated for them.
+pub(crate) fn check_value_count(text: &str) -> Result<(), LayoutError> {
+    let bytes = text.as_bytes();
+    let (mut count, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                count += 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b't' | b'f' | b'n' => count += 1,
+            b'-' | b'0'..=b'9' => {
+                count += 1;
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        if count > MAX_LAYOUT_VALUES {
+            return Err(LayoutError::field(
+                "(document)",
+                format!(
+                    "more than {MAX_LAYOUT_VALUES} JSON values ({} bytes); a layout holds a few \
+                     dozen entities",
+                    text.len()
+                ),
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+const TOP_LEVEL_FIELDS: &[&str] = &[
+    "version",
+    "width",
+    "height",
+    "prompt",
+    "negative_prompt",
+    "entities",
+    "inpaint",
+    "sampling",
+];
+const SAMPLING_FIELDS: &[&str] = &[
+    "steps",
+    "guidance_scale",
+    "alpha0",
+    "alpha_decay",
+    "seed",
+    "scheduler",
+];
+const INPAINT_FIELDS: &[&str] = &["image"];
+
+/// The fields each entity type reads, `type` included.
+fn entity_fields(ty: &str) -> &'static [&'static str] {
+    match ty {
+        "text_box" => &["type", "phrase", "box"],
+        "image_box" => &["type", "image", "box", "phrase"],
+        "style_image" => &["type", "image"],
+        "keypoints" => &["type", "points"],
+        _ => &[],
+    }
+}
+
+/// Unknown fields are ignored, so that a file from a newer Glichen opens, but each is reported:
+/// a typo such as `stpes` would otherwise silently fall back to the default.
+fn warn_unknown_fields(obj: &Object, path: &str, known: &[&str]) {
+    for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+        let hint = known
+            .iter()
+            .find(|k| edit_distance(k, key) <= 2)
+            .map(|k| format!(" (did you mean \"{k}\"?)"))
+            .unwrap_or_default();
+        tracing::warn!("layout: {}: unknown field, ignored{hint}", join(path, key));
+    }
+}
+
+/// Levenshtein distance, for the "did you mean" of unknown fields (short keys only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 pub(crate) fn layout_from_value(value: &Value) -> Result<Layout, LayoutError> {
     let obj = value.as_object().ok_or_else(|| {
         LayoutError::field(
@@ -229,21 +337,7 @@ pub(crate) fn layout_from_value(value: &Value) -> Result<Layout, LayoutError> {
         ));
     }
 
-    for key in obj.keys() {
-        if !matches!(
-            key.as_str(),
-            "version"
-                | "width"
-                | "height"
-                | "prompt"
-                | "negative_prompt"
-                | "entities"
-                | "inpaint"
-                | "sampling"
-        ) {
-            tracing::debug!("layout: ignoring unknown field {key:?}");
-        }
-    }
+    warn_unknown_fields(obj, "", TOP_LEVEL_FIELDS);
 
     let width: u32 = required(obj, "", "width")?;
     let height: u32 = required(obj, "", "height")?;
@@ -307,6 +401,7 @@ pub(crate) fn entity_from_value(path: &str, v: &Value) -> Result<Entity, LayoutE
             ))
         }
     };
+    warn_unknown_fields(obj, path, entity_fields(ty));
     match ty {
         "text_box" => Ok(Entity::TextBox {
             phrase: required(obj, path, "phrase")?,
@@ -357,6 +452,7 @@ pub(crate) fn entity_from_value(path: &str, v: &Value) -> Result<Entity, LayoutE
 
 pub(crate) fn sampling_from_value(path: &str, v: &Value) -> Result<Sampling, LayoutError> {
     let obj = object(path, v)?;
+    warn_unknown_fields(obj, path, SAMPLING_FIELDS);
     Ok(Sampling {
         steps: optional(obj, path, "steps")?,
         guidance_scale: optional(obj, path, "guidance_scale")?,
@@ -369,6 +465,7 @@ pub(crate) fn sampling_from_value(path: &str, v: &Value) -> Result<Sampling, Lay
 
 pub(crate) fn inpaint_from_value(path: &str, v: &Value) -> Result<Inpaint, LayoutError> {
     let obj = object(path, v)?;
+    warn_unknown_fields(obj, path, INPAINT_FIELDS);
     Ok(Inpaint {
         image: required(obj, path, "image")?,
     })

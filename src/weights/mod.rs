@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 pub mod original;
+pub mod pickle_guard;
 pub mod tokenizer;
 
 use candle_core::safetensors::MmapedSafetensors;
@@ -57,6 +58,27 @@ enum Store {
     Loaded(HashMap<String, Tensor>),
 }
 
+/// candle's torch-pickle reader behind [`pickle_guard`] (which refuses what would abort the
+/// process: deep nesting, memo bombs, huge strings), with its panics on malformed files (e.g. a
+/// `_rebuild_tensor_v2` call with too few arguments indexes past them) turned into errors: a
+/// checkpoint from the hub is outside data and must never take the process down.
+fn read_pickle(path: &Path, key: Option<&str>) -> candle_core::Result<Vec<(String, Tensor)>> {
+    pickle_guard::check_checkpoint(path).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        candle_core::pickle::read_all_with_key(path, key)
+    }))
+    .unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(candle_core::Error::Msg(format!(
+            "malformed torch pickle (the reader failed: {what})"
+        )))
+    })
+}
+
 impl TensorFile {
     /// Safetensors are memory-mapped (nothing is read until a tensor is asked for); torch pickles
     /// (`.bin`, `.pth`, `.ckpt`) are read whole.
@@ -77,7 +99,7 @@ impl TensorFile {
             // runs is undefined behaviour, which is the documented contract of model files.
             Store::Mmap(unsafe { MmapedSafetensors::new(path) }.map_err(unreadable)?)
         } else {
-            let tensors = candle_core::pickle::read_all_with_key(path, None).map_err(unreadable)?;
+            let tensors = read_pickle(path, None).map_err(unreadable)?;
             Store::Loaded(tensors.into_iter().collect())
         };
         Ok(Self {
@@ -88,11 +110,9 @@ impl TensorFile {
 
     /// A sub-dictionary of a torch checkpoint such as the original GLIGEN files' `model`.
     pub fn open_pickle_key(path: &Path, key: &str) -> Result<Self, WeightsError> {
-        let tensors = candle_core::pickle::read_all_with_key(path, Some(key)).map_err(|e| {
-            WeightsError::Unreadable {
-                path: path.to_path_buf(),
-                message: format!("key {key:?}: {e}"),
-            }
+        let tensors = read_pickle(path, Some(key)).map_err(|e| WeightsError::Unreadable {
+            path: path.to_path_buf(),
+            message: format!("key {key:?}: {e}"),
         })?;
         Ok(Self {
             path: path.to_path_buf(),
