@@ -11,7 +11,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to a temporary file in the target's folder, flushes it to disk and renames it
 /// over `path`, so that a crash or a full disk leaves the old file or the new one, never half of
-/// one. The folder is created when missing. The temporary name starts with a dot and carries the
+/// one. A missing folder is an error (see [`write_atomic_creating_folder`]). The temporary name starts with a dot and carries the
 /// process id and a counter so that concurrent saves never collide; it is removed on failure.
 ///
 /// Only regular files are replaced. A symbolic link is followed and its target replaced (the
@@ -49,7 +49,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(format!(
         ".{}.{}-{}.tmp",
         file_name.to_string_lossy(),
@@ -131,6 +130,15 @@ pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
     })
 }
 
+/// [`write_atomic`], creating the folder first: for the app's own files (settings, autosave) and
+/// the CLI's outputs, whose folders are Glichen's to make, unlike a folder the user saves into.
+pub fn write_atomic_creating_folder(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomic(path, bytes)
+}
+
 fn invalid(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
@@ -186,8 +194,10 @@ mod tests {
     #[test]
     fn atomic_write_replaces_the_file_and_leaves_no_temporary() {
         let dir = std::env::temp_dir().join(format!("glichen-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("a.json");
-        write_atomic(&path, b"one").unwrap();
+        assert!(write_atomic(&path, b"one").is_err(), "no folder, no file");
+        write_atomic_creating_folder(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let leftovers: Vec<_> = std::fs::read_dir(&dir)

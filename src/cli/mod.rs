@@ -137,9 +137,10 @@ fn describe_source(source: &weights::ModelSource) -> String {
     }
 }
 
-/// [`glichen::fsio::write_atomic`] with the path in the error.
+/// [`glichen::fsio::write_atomic_creating_folder`] with the path in the error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    glichen::fsio::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
+    glichen::fsio::write_atomic_creating_folder(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn load_latents(path: &Path, name: &str) -> Result<candle_core::Tensor> {

@@ -25,7 +25,8 @@ pub struct LoadedDoc {
     pub source: Option<PathBuf>,
 }
 
-pub use crate::fsio::write_atomic;
+/// The studio writes its own files (settings, autosave) into a data folder it may have to make.
+pub use crate::fsio::write_atomic_creating_folder as write_atomic;
 
 fn has_key(value: &serde_json::Value, key: &str) -> bool {
     value.as_object().is_some_and(|o| o.contains_key(key))
