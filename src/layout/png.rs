@@ -24,8 +24,27 @@ pub fn encode_png_with_layout(img: &image::RgbImage, layout_json: &str) -> Resul
     Ok(out)
 }
 
+/// Largest PNG file read for its layout (a 4096² RGB picture is about 50 MB uncompressed).
+pub const MAX_PNG_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// The text of a compressed chunk, inflated to at most a layout's size: a megabyte of deflate
+/// can inflate to a gigabyte.
+fn inflate_bounded(
+    text: Result<String, png::DecodingError>,
+    limit: usize,
+) -> Result<String, String> {
+    text.map_err(|e| {
+        format!("the {LAYOUT_KEY} chunk does not inflate to a layout of at most {limit} bytes: {e}")
+    })
+}
+
 /// The layout JSON of a Glichen PNG, from its bytes.
 pub fn layout_json_from_png(bytes: &[u8]) -> Result<String, String> {
+    layout_json_within(bytes, super::MAX_LAYOUT_BYTES as usize)
+}
+
+/// [`layout_json_from_png`] with compressed chunks inflated to at most `limit` bytes.
+fn layout_json_within(bytes: &[u8], limit: usize) -> Result<String, String> {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let reader = decoder
         .read_info()
@@ -33,9 +52,13 @@ pub fn layout_json_from_png(bytes: &[u8]) -> Result<String, String> {
     let info = reader.info();
     for chunk in &info.utf8_text {
         if chunk.keyword == LAYOUT_KEY {
-            return chunk
-                .get_text()
-                .map_err(|e| format!("unreadable {LAYOUT_KEY} chunk: {e}"));
+            let mut chunk = chunk.clone();
+            return inflate_bounded(
+                chunk
+                    .decompress_text_with_limit(limit)
+                    .and_then(|()| chunk.get_text()),
+                limit,
+            );
         }
     }
     for chunk in &info.uncompressed_latin1_text {
@@ -45,9 +68,13 @@ pub fn layout_json_from_png(bytes: &[u8]) -> Result<String, String> {
     }
     for chunk in &info.compressed_latin1_text {
         if chunk.keyword == LAYOUT_KEY {
-            return chunk
-                .get_text()
-                .map_err(|e| format!("unreadable {LAYOUT_KEY} chunk: {e}"));
+            let mut chunk = chunk.clone();
+            return inflate_bounded(
+                chunk
+                    .decompress_text_with_limit(limit)
+                    .and_then(|()| chunk.get_text()),
+                limit,
+            );
         }
     }
     Err(format!(
@@ -57,7 +84,7 @@ pub fn layout_json_from_png(bytes: &[u8]) -> Result<String, String> {
 
 /// Same, from a file.
 pub fn read_layout_chunk(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::fsio::read_limited(path, MAX_PNG_BYTES).map_err(|e| e.to_string())?;
     layout_json_from_png(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -72,6 +99,28 @@ mod tests {
         assert_eq!(layout_json_from_png(&bytes).unwrap(), "{\"version\": 1}");
         let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
         assert_eq!(decoded, img);
+    }
+
+    #[test]
+    fn a_chunk_that_inflates_past_any_layout_is_refused() {
+        let img = image::RgbImage::new(1, 1);
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, 1, 1);
+            enc.set_color(png::ColorType::Rgb);
+            let text = " ".repeat(3 << 20);
+            let chunk = png::text_metadata::ZTXtChunk::new(LAYOUT_KEY, text);
+            let mut writer = enc.write_header().unwrap();
+            writer.write_text_chunk(&chunk).unwrap();
+            writer.write_image_data(img.as_raw()).unwrap();
+            writer.finish().unwrap();
+        }
+        let err = layout_json_within(&out, 5 << 19).unwrap_err();
+        assert!(
+            err.contains("does not inflate to a layout of at most 2621440 bytes"),
+            "{err}"
+        );
+        assert_eq!(layout_json_within(&out, 4 << 20).unwrap().len(), 3 << 20);
     }
 
     #[test]
