@@ -9,7 +9,7 @@ mod common;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::{check, get, ids_u32, load_st, model_dir, ref_file, rel_l2, MODULE_TOL};
 use glichen::model::{Grounding, PositionNetInput};
-use glichen::pipeline::scheduler::{build_scheduler, SchedulerConfig, SchedulerType};
+use glichen::pipeline::scheduler::{build_scheduler, SchedulerConfig, SchedulerKind};
 use glichen::pipeline::GligenModel;
 use glichen::weights::{DiffusersFolder, ModelSource};
 use std::collections::HashMap;
@@ -419,7 +419,7 @@ fn scheduler_timesteps(name: &str) {
         SchedulerConfig::from_file(model_dir(name).join("scheduler/scheduler_config.json"))
             .unwrap();
     let kind = from_folder.scheduler_type().unwrap();
-    assert_eq!(Some(kind), SchedulerType::from_class_name(class));
+    assert_eq!(Some(kind), SchedulerKind::from_class_name(class));
     let cfg = m.scheduler_config(kind).unwrap();
     let sigma = reference["init_noise_sigma"].as_f64().unwrap();
     let steps = reference["timesteps"].as_object().unwrap();

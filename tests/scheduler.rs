@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use glichen::pipeline::scheduler::{
     build_scheduler, BetaSchedule, PredictionType, Scheduler, SchedulerConfig, SchedulerError,
-    SchedulerType, TimestepSpacing,
+    SchedulerKind, TimestepSpacing,
 };
 use serde_json::Value;
 
@@ -48,12 +48,12 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn kind_of(class: &str) -> SchedulerType {
-    SchedulerType::from_class_name(class).unwrap_or_else(|| panic!("class {class}"))
+fn kind_of(class: &str) -> SchedulerKind {
+    SchedulerKind::from_class_name(class).unwrap_or_else(|| panic!("class {class}"))
 }
 
 /// Config exactly as diffusers' `Class.from_config(config)` sees it.
-fn config_for(config: &Value, kind: SchedulerType) -> SchedulerConfig {
+fn config_for(config: &Value, kind: SchedulerKind) -> SchedulerConfig {
     SchedulerConfig::from_json_str_for(&config.to_string(), kind).unwrap()
 }
 
@@ -490,13 +490,13 @@ fn sd_v1_json() -> &'static str {
 fn sampling_step_mapping() {
     let sd = SchedulerConfig::from_json_str(sd_v1_json()).unwrap();
 
-    let ddim = build_scheduler(&sd, SchedulerType::Ddim, 50).unwrap();
+    let ddim = build_scheduler(&sd, SchedulerKind::Ddim, 50).unwrap();
     assert_eq!(ddim.timesteps().len(), 50);
     assert_eq!(ddim.timesteps()[0], 981);
     assert_eq!(ddim.timesteps()[49], 1);
     assert!((0..50).all(|i| ddim.sampling_step(i) == i));
 
-    let plms = build_scheduler(&sd, SchedulerType::Pndm, 50).unwrap();
+    let plms = build_scheduler(&sd, SchedulerKind::Pndm, 50).unwrap();
     assert_eq!(plms.timesteps().len(), 51);
     assert_eq!(&plms.timesteps()[..4], &[981, 961, 961, 941]);
     assert_eq!(plms.timesteps()[50], 1);
@@ -505,13 +505,13 @@ fn sampling_step_mapping() {
     assert_eq!(plms.sampling_step(2), 1);
     assert_eq!(plms.sampling_step(50), 49);
 
-    let one = build_scheduler(&sd, SchedulerType::Pndm, 1).unwrap();
+    let one = build_scheduler(&sd, SchedulerKind::Pndm, 1).unwrap();
     assert_eq!(one.timesteps(), &[1]);
     assert_eq!(one.sampling_step(0), 0);
 
     let mut prk_cfg = sd.clone();
     prk_cfg.skip_prk_steps = false;
-    let prk = build_scheduler(&prk_cfg, SchedulerType::Pndm, 10).unwrap();
+    let prk = build_scheduler(&prk_cfg, SchedulerKind::Pndm, 10).unwrap();
     assert_eq!(prk.timesteps().len(), 19);
     let mapped: Vec<usize> = (0..19).map(|i| prk.sampling_step(i)).collect();
     assert_eq!(
@@ -524,7 +524,7 @@ fn sampling_step_mapping() {
 fn config_parsing_and_defaults() {
     let sd = SchedulerConfig::from_json_str(sd_v1_json()).unwrap();
     assert_eq!(sd, SchedulerConfig::stable_diffusion_v1());
-    assert_eq!(sd.scheduler_type(), Some(SchedulerType::Pndm));
+    assert_eq!(sd.scheduler_type(), Some(SchedulerKind::Pndm));
     assert_eq!(sd.beta_schedule, BetaSchedule::ScaledLinear);
     assert_eq!(sd.timestep_spacing, TimestepSpacing::Leading);
     assert_eq!(sd.prediction_type, PredictionType::Epsilon);
@@ -532,22 +532,22 @@ fn config_parsing_and_defaults() {
     assert_eq!(sd.steps_offset, 1);
 
     // the same file read for DDIM: class switched, given keys kept
-    let as_ddim = SchedulerConfig::from_json_str_for(sd_v1_json(), SchedulerType::Ddim).unwrap();
+    let as_ddim = SchedulerConfig::from_json_str_for(sd_v1_json(), SchedulerKind::Ddim).unwrap();
     assert_eq!(as_ddim.class_name, "DDIMScheduler");
     assert!(!as_ddim.clip_sample && !as_ddim.set_alpha_to_one);
 
     // class defaults for missing keys
     let ddim = SchedulerConfig::from_json_str(r#"{"_class_name": "DDIMScheduler"}"#).unwrap();
-    assert_eq!(ddim, SchedulerConfig::defaults_for(SchedulerType::Ddim));
+    assert_eq!(ddim, SchedulerConfig::defaults_for(SchedulerKind::Ddim));
     assert!(ddim.clip_sample && ddim.set_alpha_to_one && ddim.clip_sample_range == 1.0);
     assert_eq!(ddim.beta_schedule, BetaSchedule::Linear);
     let pndm = SchedulerConfig::from_json_str(r#"{"_class_name": "PNDMScheduler"}"#).unwrap();
-    assert_eq!(pndm, SchedulerConfig::defaults_for(SchedulerType::Pndm));
+    assert_eq!(pndm, SchedulerConfig::defaults_for(SchedulerKind::Pndm));
     assert!(!pndm.skip_prk_steps && !pndm.set_alpha_to_one);
     let bare = SchedulerConfig::from_json_str("{}").unwrap();
-    assert_eq!(bare, SchedulerConfig::defaults_for(SchedulerType::Ddim));
-    let for_pndm = SchedulerConfig::from_json_str_for("{}", SchedulerType::Pndm).unwrap();
-    assert_eq!(for_pndm, SchedulerConfig::defaults_for(SchedulerType::Pndm));
+    assert_eq!(bare, SchedulerConfig::defaults_for(SchedulerKind::Ddim));
+    let for_pndm = SchedulerConfig::from_json_str_for("{}", SchedulerKind::Pndm).unwrap();
+    assert_eq!(for_pndm, SchedulerConfig::defaults_for(SchedulerKind::Pndm));
 
     // unknown keys ignored, enums parsed
     let c = SchedulerConfig::from_json_str(
@@ -571,25 +571,25 @@ fn config_parsing_and_defaults() {
         r#"{"num_train_timesteps": 4, "trained_betas": [0.1, 0.2, 0.3, 0.4]}"#,
     )
     .unwrap();
-    let ac = tb.alphas_cumprod(SchedulerType::Ddim).unwrap();
+    let ac = tb.alphas_cumprod(SchedulerKind::Ddim).unwrap();
     assert_eq!(ac[0], 0.9f32);
     assert_eq!(ac.len(), 4);
 
     assert_eq!(
-        "ddim".parse::<SchedulerType>().unwrap(),
-        SchedulerType::Ddim
+        "ddim".parse::<SchedulerKind>().unwrap(),
+        SchedulerKind::Ddim
     );
     assert_eq!(
-        "PNDM".parse::<SchedulerType>().unwrap(),
-        SchedulerType::Pndm
+        "PNDM".parse::<SchedulerKind>().unwrap(),
+        SchedulerKind::Pndm
     );
-    assert!("euler".parse::<SchedulerType>().is_err());
+    assert!("euler".parse::<SchedulerKind>().is_err());
 }
 
 #[test]
 fn errors() {
     let sd = SchedulerConfig::stable_diffusion_v1();
-    for kind in [SchedulerType::Ddim, SchedulerType::Pndm] {
+    for kind in [SchedulerKind::Ddim, SchedulerKind::Pndm] {
         assert!(matches!(
             build_scheduler(&sd, kind, 0),
             Err(SchedulerError::ZeroSteps)
@@ -608,32 +608,32 @@ fn errors() {
         ));
     }
 
-    let mut c = SchedulerConfig::defaults_for(SchedulerType::Ddim);
+    let mut c = SchedulerConfig::defaults_for(SchedulerKind::Ddim);
     c.thresholding = true;
-    let err = build_scheduler(&c, SchedulerType::Ddim, 10).err().unwrap();
+    let err = build_scheduler(&c, SchedulerKind::Ddim, 10).err().unwrap();
     assert!(matches!(err, SchedulerError::ThresholdingUnsupported));
     assert!(err.to_string().contains("thresholding"));
 
     let mut c = sd.clone();
     c.prediction_type = PredictionType::Sample;
-    assert!(build_scheduler(&c, SchedulerType::Ddim, 10).is_ok());
+    assert!(build_scheduler(&c, SchedulerKind::Ddim, 10).is_ok());
     assert!(matches!(
-        build_scheduler(&c, SchedulerType::Pndm, 10),
+        build_scheduler(&c, SchedulerKind::Pndm, 10),
         Err(SchedulerError::UnsupportedPrediction { .. })
     ));
 
     let mut c = sd.clone();
     c.skip_prk_steps = false;
     assert!(matches!(
-        build_scheduler(&c, SchedulerType::Pndm, 3),
+        build_scheduler(&c, SchedulerKind::Pndm, 3),
         Err(SchedulerError::PrkTooFewSteps(3))
     ));
-    assert!(build_scheduler(&c, SchedulerType::Pndm, 4).is_ok());
+    assert!(build_scheduler(&c, SchedulerKind::Pndm, 4).is_ok());
 
     let mut c = sd.clone();
     c.trained_betas = Some(vec![0.1; 10]);
     assert!(matches!(
-        build_scheduler(&c, SchedulerType::Ddim, 5),
+        build_scheduler(&c, SchedulerKind::Ddim, 5),
         Err(SchedulerError::TrainedBetasLength {
             got: 10,
             expected: 1000
@@ -650,7 +650,7 @@ fn errors() {
     ));
 
     // stepping with a timestep outside the table is an error, not a panic
-    let mut s = build_scheduler(&sd, SchedulerType::Ddim, 10).unwrap();
+    let mut s = build_scheduler(&sd, SchedulerKind::Ddim, 10).unwrap();
     let x = Tensor::zeros((1, 4, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(s.step(&x, 1000, &x).is_err());
     assert!(s.add_noise(&x, &x, 5000).is_err());

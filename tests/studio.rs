@@ -13,7 +13,7 @@ use egui::{pos2, Modifiers, Pos2, Vec2};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use glichen::layout::{Entity, Layout, KEYPOINTS_PER_PERSON};
-use glichen::pipeline::scheduler::SchedulerType;
+use glichen::pipeline::scheduler::SchedulerKind;
 use glichen::pipeline::GenerateOptions;
 use glichen::ui::canvas::CanvasTransform;
 use glichen::ui::{
@@ -584,7 +584,7 @@ fn ready_worker() -> Worker {
 }
 
 fn options_for(layout: &Layout) -> GenerateOptions {
-    GenerateOptions::from_layout(layout, SchedulerType::Pndm)
+    GenerateOptions::from_layout(layout, SchedulerKind::Pndm)
 }
 
 fn next_event(worker: &Worker) -> Event {
@@ -1732,7 +1732,7 @@ fn draft_mode_renders_once_the_layout_settles_and_render_full_sends_the_real_set
         "α₀ is a fraction: it carries over"
     );
     assert_eq!(request.options.seed, 12);
-    assert_eq!(request.options.scheduler, SchedulerType::Ddim);
+    assert_eq!(request.options.scheduler, SchedulerKind::Ddim);
     assert_eq!(
         request.layout.entities, edited.entities,
         "the layout carries over"

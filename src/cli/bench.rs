@@ -13,7 +13,7 @@ use glichen::model::{
     AutoencoderKL, ClipTextConfig, ClipTextModel, Grounding, PositionNetInput,
     UNet2DConditionModel, UNetConfig, VaeConfig,
 };
-use glichen::pipeline::scheduler::{SchedulerConfig, SchedulerType};
+use glichen::pipeline::scheduler::{SchedulerConfig, SchedulerKind};
 use glichen::pipeline::{self, CancelToken, GenerateOptions, GligenModel};
 use glichen::weights::{self, ClipTokenizer};
 use serde::{Deserialize, Serialize};
@@ -333,7 +333,7 @@ pub fn random_sd14_gligen(dev: &Device, dtype: DType) -> Result<GligenModel> {
         vae,
         image_grounding: None,
         scheduler_json: serde_json::to_string(&SchedulerConfig::stable_diffusion_v1())?,
-        default_scheduler: SchedulerType::Pndm,
+        default_scheduler: SchedulerKind::Pndm,
         device: dev.clone(),
         dtype,
         name: "random SD 1.4 GLIGEN".into(),
@@ -715,7 +715,7 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
         Ok(l) => l,
         Err(e) => return fail(format!("{e:#}")),
     };
-    let mut options = GenerateOptions::from_layout(&layout, SchedulerType::Pndm);
+    let mut options = GenerateOptions::from_layout(&layout, SchedulerKind::Pndm);
     options.decode = true;
     let mut totals = Vec::new();
     let mut firsts = Vec::new();

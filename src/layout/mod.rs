@@ -159,7 +159,8 @@ impl LayoutError {
     }
 }
 
-/// Which noise scheduler to sample with.
+/// Which noise scheduler to sample with: the layout's `sampling.scheduler` (`"ddim"`, `"pndm"`),
+/// the command line's `--scheduler`, and the scheduler the pipeline builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchedulerKind {
@@ -176,6 +177,23 @@ impl SchedulerKind {
         match self {
             SchedulerKind::Ddim => "ddim",
             SchedulerKind::Pndm => "pndm",
+        }
+    }
+
+    /// The diffusers class name (`DDIMScheduler` / `PNDMScheduler`).
+    pub fn class_name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "DDIMScheduler",
+            SchedulerKind::Pndm => "PNDMScheduler",
+        }
+    }
+
+    /// Maps a diffusers `_class_name` to a scheduler (`None` for any other class).
+    pub fn from_class_name(name: &str) -> Option<Self> {
+        match name {
+            "DDIMScheduler" => Some(SchedulerKind::Ddim),
+            "PNDMScheduler" => Some(SchedulerKind::Pndm),
+            _ => None,
         }
     }
 }
@@ -195,11 +213,12 @@ pub struct ParseSchedulerError(pub String);
 impl FromStr for SchedulerKind {
     type Err = ParseSchedulerError;
 
+    /// The short names, case and surrounding spaces ignored, and diffusers' class names.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "ddim" => Ok(SchedulerKind::Ddim),
+            "ddim" | "ddimscheduler" => Ok(SchedulerKind::Ddim),
             // "plms" is what GLIGEN's own code calls the same sampler.
-            "pndm" | "plms" => Ok(SchedulerKind::Pndm),
+            "pndm" | "plms" | "pndmscheduler" => Ok(SchedulerKind::Pndm),
             _ => Err(ParseSchedulerError(s.to_string())),
         }
     }

@@ -22,8 +22,7 @@ pub mod pictures;
 
 pub mod preview;
 
-use crate::layout::{History, Layout, ModelLimits, SchedulerKind, ValidationErrors};
-use crate::pipeline::scheduler::SchedulerType;
+use crate::layout::{History, Layout, ModelLimits, ValidationErrors};
 use crate::pipeline::GenerateOptions;
 use crate::worker::{Event, JobId, LoadId, LoadRequest, ModelInfo, Worker};
 use canvas::{CanvasDrag, CanvasView};
@@ -389,13 +388,6 @@ pub struct StudioApp {
     show_frame_stats: bool,
 }
 
-fn scheduler_type(kind: SchedulerKind) -> SchedulerType {
-    match kind {
-        SchedulerKind::Ddim => SchedulerType::Ddim,
-        SchedulerKind::Pndm => SchedulerType::Pndm,
-    }
-}
-
 impl StudioApp {
     /// The app as eframe creates it (uses the window's wgpu device for previews when there is one).
     pub fn new(cc: &eframe::CreationContext<'_>, options: StudioOptions) -> Self {
@@ -730,8 +722,7 @@ impl StudioApp {
             .seed
             .unwrap_or_else(|| u64::from(rand::random::<u32>()));
         layout.sampling.seed = Some(seed);
-        let mut options =
-            GenerateOptions::from_layout(&layout, scheduler_type(info.default_scheduler));
+        let mut options = GenerateOptions::from_layout(&layout, info.default_scheduler);
         options.decode = true;
         Some((layout, options))
     }

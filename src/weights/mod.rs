@@ -39,8 +39,6 @@ pub enum WeightsError {
         component: String,
         looked_for: String,
     },
-    #[error("building the {component}: {message}")]
-    Build { component: String, message: String },
     #[error("download of {repo}: {message}")]
     Download { repo: String, message: String },
     #[error("unknown model {0:?}: not a folder, a file, a catalogue name (see `glichen models`) or a hub repo id (owner/name)")]

@@ -14,7 +14,6 @@
 //! half-updated).
 
 use crate::layout::{Layout, ModelLimits, SchedulerKind};
-use crate::pipeline::scheduler::SchedulerType;
 use crate::pipeline::{self, CancelToken, GenerateOptions, GligenModel, PipelineError, StepUpdate};
 use crate::weights::{self, ModelSource};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -564,11 +563,21 @@ fn load(
     };
     let device = match pipeline::parse_device(&request.device) {
         Ok(d) => d,
-        Err(e) => return finish(Event::LoadFailed { id, message: e }),
+        Err(e) => {
+            return finish(Event::LoadFailed {
+                id,
+                message: e.to_string(),
+            })
+        }
     };
     let dtype = match pipeline::parse_dtype(&request.dtype) {
         Ok(d) => d,
-        Err(e) => return finish(Event::LoadFailed { id, message: e }),
+        Err(e) => {
+            return finish(Event::LoadFailed {
+                id,
+                message: e.to_string(),
+            })
+        }
     };
     out.send(Event::LoadProgress {
         id,
@@ -608,10 +617,7 @@ fn load(
                 name: model.name.clone(),
                 source,
                 limits: model.limits(),
-                default_scheduler: match model.default_scheduler {
-                    SchedulerType::Ddim => SchedulerKind::Ddim,
-                    SchedulerType::Pndm => SchedulerKind::Pndm,
-                },
+                default_scheduler: model.default_scheduler,
                 device: format!("{} {:?}", request.device, dtype),
                 load_time: started.elapsed(),
             };

@@ -4,7 +4,7 @@ use candle_core::{Result as CandleResult, Tensor};
 
 use super::{
     checked_base_timesteps, div, mul, Alphas, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerError, SchedulerType,
+    SchedulerError, SchedulerKind,
 };
 
 /// diffusers' `DDIMScheduler` after `set_timesteps(num_inference_steps)`, deterministic (eta = 0).
@@ -26,7 +26,7 @@ impl DdimScheduler {
         let mut timesteps = checked_base_timesteps(cfg, num_inference_steps)?;
         timesteps.reverse();
         Ok(DdimScheduler {
-            alphas: Alphas::new(cfg, SchedulerType::Ddim)?,
+            alphas: Alphas::new(cfg, SchedulerKind::Ddim)?,
             timesteps,
             num_inference_steps,
             num_train_timesteps: cfg.num_train_timesteps,

@@ -62,52 +62,9 @@ pub enum PredictionType {
     Sample,
 }
 
-/// Which scheduler algorithm to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchedulerType {
-    Ddim,
-    Pndm,
-}
-
-impl SchedulerType {
-    /// The diffusers class name (`DDIMScheduler` / `PNDMScheduler`).
-    pub fn class_name(self) -> &'static str {
-        match self {
-            SchedulerType::Ddim => "DDIMScheduler",
-            SchedulerType::Pndm => "PNDMScheduler",
-        }
-    }
-
-    /// Maps a diffusers `_class_name` to a scheduler type (`None` for any other class).
-    pub fn from_class_name(name: &str) -> Option<Self> {
-        match name {
-            "DDIMScheduler" => Some(SchedulerType::Ddim),
-            "PNDMScheduler" => Some(SchedulerType::Pndm),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for SchedulerType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SchedulerType::Ddim => "ddim",
-            SchedulerType::Pndm => "pndm",
-        })
-    }
-}
-
-impl std::str::FromStr for SchedulerType {
-    type Err = SchedulerError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "ddim" | "ddimscheduler" => Ok(SchedulerType::Ddim),
-            "pndm" | "plms" | "pndmscheduler" => Ok(SchedulerType::Pndm),
-            _ => Err(SchedulerError::UnknownScheduler(s.to_string())),
-        }
-    }
-}
+/// Which scheduler algorithm to run: the layout's own enum, so that a layout's choice needs no
+/// conversion.
+pub use crate::layout::SchedulerKind;
 
 /// Errors from building a scheduler or parsing its config.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +94,7 @@ pub enum SchedulerError {
     PrkTooFewSteps(usize),
     #[error("{scheduler} does not support prediction_type {prediction:?}")]
     UnsupportedPrediction {
-        scheduler: SchedulerType,
+        scheduler: SchedulerKind,
         prediction: PredictionType,
     },
     #[error(
@@ -145,8 +102,6 @@ pub enum SchedulerError {
          models, not latent diffusion: set it to false"
     )]
     ThresholdingUnsupported,
-    #[error("unknown scheduler {0:?} (expected ddim or pndm)")]
-    UnknownScheduler(String),
     #[error("invalid scheduler config: {0}")]
     InvalidConfig(String),
     #[error("scheduler config JSON: {0}")]
@@ -210,7 +165,7 @@ struct RawSchedulerConfig {
 }
 
 impl RawSchedulerConfig {
-    fn resolve(self, defaults_of: SchedulerType) -> SchedulerConfig {
+    fn resolve(self, defaults_of: SchedulerKind) -> SchedulerConfig {
         let d = SchedulerConfig::defaults_for(defaults_of);
         SchedulerConfig {
             num_train_timesteps: self.num_train_timesteps.unwrap_or(d.num_train_timesteps),
@@ -239,16 +194,16 @@ impl From<RawSchedulerConfig> for SchedulerConfig {
         let kind = raw
             .class_name
             .as_deref()
-            .and_then(SchedulerType::from_class_name)
-            .unwrap_or(SchedulerType::Ddim);
+            .and_then(SchedulerKind::from_class_name)
+            .unwrap_or(SchedulerKind::Ddim);
         raw.resolve(kind)
     }
 }
 
 impl SchedulerConfig {
     /// diffusers' constructor defaults of the given class.
-    pub fn defaults_for(kind: SchedulerType) -> Self {
-        let ddim = kind == SchedulerType::Ddim;
+    pub fn defaults_for(kind: SchedulerKind) -> Self {
+        let ddim = kind == SchedulerKind::Ddim;
         SchedulerConfig {
             num_train_timesteps: 1000,
             beta_start: 0.0001,
@@ -279,7 +234,7 @@ impl SchedulerConfig {
             set_alpha_to_one: false,
             skip_prk_steps: true,
             clip_sample: false,
-            ..SchedulerConfig::defaults_for(SchedulerType::Pndm)
+            ..SchedulerConfig::defaults_for(SchedulerKind::Pndm)
         }
     }
 
@@ -290,7 +245,7 @@ impl SchedulerConfig {
 
     /// Parses a config for use with `kind`: missing keys take `kind`'s defaults (diffusers'
     /// `from_config` semantics); `class_name` is set to `kind`'s class.
-    pub fn from_json_str_for(json: &str, kind: SchedulerType) -> Result<Self, SchedulerError> {
+    pub fn from_json_str_for(json: &str, kind: SchedulerKind) -> Result<Self, SchedulerError> {
         let raw: RawSchedulerConfig = serde_json::from_str(json)?;
         let mut cfg = raw.resolve(kind);
         cfg.class_name = kind.class_name().to_string();
@@ -303,8 +258,8 @@ impl SchedulerConfig {
     }
 
     /// The scheduler named by `_class_name`, if it is one of ours.
-    pub fn scheduler_type(&self) -> Option<SchedulerType> {
-        SchedulerType::from_class_name(&self.class_name)
+    pub fn scheduler_type(&self) -> Option<SchedulerKind> {
+        SchedulerKind::from_class_name(&self.class_name)
     }
 
     /// The float32 betas exactly as diffusers builds them (before any zero-SNR rescaling).
@@ -336,9 +291,9 @@ impl SchedulerConfig {
 
     /// The float32 `alphas_cumprod` table the given scheduler uses (zero-SNR rescaling applies to
     /// DDIM only, as in diffusers).
-    pub fn alphas_cumprod(&self, kind: SchedulerType) -> Result<Vec<f32>, SchedulerError> {
+    pub fn alphas_cumprod(&self, kind: SchedulerKind) -> Result<Vec<f32>, SchedulerError> {
         let mut betas = self.betas()?;
-        if kind == SchedulerType::Ddim && self.rescale_betas_zero_snr {
+        if kind == SchedulerKind::Ddim && self.rescale_betas_zero_snr {
             betas = rescale_zero_terminal_snr(&betas);
         }
         Ok(cumprod_f32(betas.iter().map(|&b| 1.0 - b)))
@@ -380,12 +335,12 @@ pub trait Scheduler: Send {
 /// Builds a scheduler of the given type with its timesteps set for `num_inference_steps`.
 pub fn build_scheduler(
     cfg: &SchedulerConfig,
-    kind: SchedulerType,
+    kind: SchedulerKind,
     num_inference_steps: usize,
 ) -> Result<Box<dyn Scheduler>, SchedulerError> {
     Ok(match kind {
-        SchedulerType::Ddim => Box::new(DdimScheduler::new(cfg, num_inference_steps)?),
-        SchedulerType::Pndm => Box::new(PndmScheduler::new(cfg, num_inference_steps)?),
+        SchedulerKind::Ddim => Box::new(DdimScheduler::new(cfg, num_inference_steps)?),
+        SchedulerKind::Pndm => Box::new(PndmScheduler::new(cfg, num_inference_steps)?),
     })
 }
 
@@ -586,7 +541,7 @@ pub(crate) struct Alphas {
 }
 
 impl Alphas {
-    fn new(cfg: &SchedulerConfig, kind: SchedulerType) -> Result<Self, SchedulerError> {
+    fn new(cfg: &SchedulerConfig, kind: SchedulerKind) -> Result<Self, SchedulerError> {
         let cumprod = cfg.alphas_cumprod(kind)?;
         let final_cumprod = if cfg.set_alpha_to_one {
             1.0

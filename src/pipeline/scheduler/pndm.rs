@@ -5,7 +5,7 @@ use candle_core::{Result as CandleResult, Tensor};
 
 use super::{
     checked_base_timesteps, div, mul, Alphas, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerError, SchedulerType,
+    SchedulerError, SchedulerKind,
 };
 
 const PNDM_ORDER: usize = 4;
@@ -35,7 +35,7 @@ impl PndmScheduler {
     pub fn new(cfg: &SchedulerConfig, num_inference_steps: usize) -> Result<Self, SchedulerError> {
         if cfg.prediction_type == PredictionType::Sample {
             return Err(SchedulerError::UnsupportedPrediction {
-                scheduler: SchedulerType::Pndm,
+                scheduler: SchedulerKind::Pndm,
                 prediction: cfg.prediction_type,
             });
         }
@@ -98,7 +98,7 @@ impl PndmScheduler {
             .copied()
             .collect();
         Ok(PndmScheduler {
-            alphas: Alphas::new(cfg, SchedulerType::Pndm)?,
+            alphas: Alphas::new(cfg, SchedulerKind::Pndm)?,
             prk_timesteps,
             timesteps,
             num_inference_steps,
