@@ -1,15 +1,19 @@
 //! The document the studio edits: the layout, its undo history, the selection, what validation
 //! says about it, and the snapshots that tell whether it is saved and autosaved.
 //!
-//! Every change goes through one of three doors, so that each is exactly one undo step and the
-//! frame's widget bookkeeping stays right:
-//! - [`Document::edit`] (and [`Document::edit_merged`] for repeated keys such as nudges): a change
-//!   made at once (delete, a picture, a person, open, undo of a restore);
-//! - [`Document::live`] + [`Document::mark_edit`]: widgets that write into the layout while the
-//!   user types or drags a value; the change since the frame began is recorded at its end
-//!   (consecutive edits under one key are one step);
-//! - [`Document::live`] + [`Document::finish_live`]: a canvas drag that moves things live and is
-//!   recorded as one step on release ([`Document::restore`] aborts it).
+//! Every change goes through one of three doors, so that the undo steps are exactly the user's
+//! edits and a change is never recorded twice:
+//! - [`Document::edit`]: a change made at once (delete, duplicate, reorder, a picture, a person,
+//!   a joint, opening or restoring a layout) is one undo step; [`Document::edit_merged`] makes
+//!   repeated edits under one key (nudges) one step;
+//! - [`Document::live`] + [`Document::mark_edit`]: widgets write into the layout while the user
+//!   types or drags a value; the change since the frame began is one step at its end (consecutive
+//!   frames under one key coalesce);
+//! - [`Document::live`] + [`Document::finish_live`]: a canvas drag changes the layout live and is
+//!   one step when released ([`Document::restore`] aborts it).
+//!
+//! Validation runs once a frame ([`Document::revalidate`]); the autosave compares the layout with
+//! the [`Document::autosaved`] snapshot at the end of the frame.
 
 use super::{NoticeLevel, StudioApp};
 use crate::layout::keypoints::{inside_offset, offset_points};
@@ -109,45 +113,47 @@ impl Document {
         }
     }
 
-    /// One undo step: `f` changes the layout; the layout before is recorded if it changed.
-    /// `label` names the step in the log.
+    /// One undo step: `f` changes the layout, and the layout before is recorded (even if `f`
+    /// changed nothing: callers leave out edits that would be no-ops). `label` names the step in
+    /// the log.
     pub(crate) fn edit<R>(&mut self, label: &str, f: impl FnOnce(&mut Layout) -> R) -> R {
         let before = self.layout.clone();
         let out = f(&mut self.layout);
         tracing::trace!("edit: {label}");
-        self.record(&before, None);
+        self.history.push(&before);
+        self.resync();
         out
     }
 
-    /// Like [`Document::edit`], but consecutive edits under the same `key` (nudging one entity
-    /// with the arrow keys) are one undo step.
+    /// Like [`Document::edit`], but recorded only if the layout changed, and consecutive edits
+    /// under the same `key` (nudging one entity with the arrow keys) are one undo step.
     pub(crate) fn edit_merged<R>(&mut self, key: &str, f: impl FnOnce(&mut Layout) -> R) -> R {
         let before = self.layout.clone();
         let out = f(&mut self.layout);
-        self.record(&before, Some(key));
+        if self.layout != before {
+            self.history.push_coalesced(&before, key);
+        }
+        self.resync();
         out
     }
 
-    /// Records a live change (a drag) as one undo step from `before`, the layout when it began.
+    /// Records a live change (a drag) as one undo step from `before`, the layout when it began,
+    /// if it changed anything.
     pub(crate) fn finish_live(&mut self, before: &Layout) {
-        self.record(before, None);
+        if self.layout != *before {
+            self.history.push(before);
+        }
+        self.resync();
     }
 
     /// Puts the layout back as it was before a live change (an aborted drag); no undo step.
     pub(crate) fn restore(&mut self, before: Layout) {
         self.layout = before;
-        self.frame_start = self.layout.clone();
-        self.clamp_selection();
+        self.resync();
     }
 
-    fn record(&mut self, before: &Layout, merge: Option<&str>) {
-        if self.layout != *before {
-            match merge {
-                Some(key) => self.history.push_coalesced(before, key),
-                None => self.history.push(before),
-            }
-        }
-        // Changed outside the widget path: the frame's end must not count it again.
+    /// After a change outside the widget path: the frame's end must not record it again.
+    fn resync(&mut self) {
         self.frame_start = self.layout.clone();
         self.clamp_selection();
     }
@@ -284,7 +290,9 @@ impl StudioApp {
 
     /// Replaces the layout as one undoable edit.
     pub fn set_layout(&mut self, layout: Layout) {
-        self.doc.edit("replace the layout", |l| *l = layout);
+        if layout != *self.doc.layout() {
+            self.doc.edit("replace the layout", |l| *l = layout);
+        }
     }
 
     /// Deletes the selected entity (undoable).
