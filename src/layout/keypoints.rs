@@ -142,6 +142,7 @@ pub fn inside_offset(points: &[Option<[f64; 2]>], dx: f64, dy: f64) -> (f64, f64
     (fit(dx, b[0], b[2]), fit(dy, b[1], b[3]))
 }
 
+/// Moves the placed points by `(dx, dy)` (normalised); hidden joints stay hidden.
 pub fn offset_points(points: &mut [Option<[f64; 2]>], dx: f64, dy: f64) {
     for p in points.iter_mut().flatten() {
         p[0] += dx;

@@ -20,6 +20,7 @@ use crate::layout::keypoints::{inside_offset, offset_points};
 use crate::layout::{Entity, EntityKind, History, Layout, ModelLimits, ValidationErrors};
 use std::path::PathBuf;
 
+/// The studio's document (see the module docs).
 pub(crate) struct Document {
     layout: Layout,
     history: History,

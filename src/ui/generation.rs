@@ -93,6 +93,7 @@ pub enum CanvasImage {
     },
 }
 
+/// Everything about generating that outlives a frame (see the module docs).
 pub(crate) struct Generation {
     pub(crate) worker: Worker,
     pub(crate) model: ModelState,
@@ -211,6 +212,7 @@ impl Generation {
 }
 
 impl StudioApp {
+    /// A load request for `spec` with the device, dtype and image tower of the settings.
     pub(super) fn load_request(&self, spec: &str) -> LoadRequest {
         let mut r = LoadRequest::auto(spec);
         if self.files.settings.device != "auto" && !self.files.settings.device.is_empty() {

@@ -5,11 +5,11 @@
 //! on files: the worker's events are drained with `try_recv`, dialogs and file reads/writes run on
 //! threads behind `poll-promise`, autosaves on their own thread.
 //!
-//! [`StudioApp`] holds four parts, each with one job: the [`document::Document`] (layout, undo
-//! history, selection, saved and autosaved snapshots; every change is an `edit`), the
-//! [`canvas::CanvasState`] (tool, view, drag, hover), the [`generation::Generation`] (worker, model,
-//! running job, previews, history strip, draft mode) and the [`files::Files`] (settings, autosave,
-//! dialogs, background file tasks, decoded pictures).
+//! [`StudioApp`] holds four parts, each with one job: the `Document` (layout, undo history,
+//! selection, saved and autosaved snapshots; every change goes through it, one undo step each),
+//! the `CanvasState` (tool, view, drag, hover), the `Generation` (worker, model, running job,
+//! previews, history strip, draft mode) and the `Files` (settings, autosave, dialogs, background
+//! file tasks, decoded pictures).
 //!
 //! Submodules: `document` (the document and its edits: delete, duplicate, nudge, reorder),
 //! `canvas` (hit testing, interaction and painting of boxes, image boxes, people and badges, the

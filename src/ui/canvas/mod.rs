@@ -7,7 +7,7 @@
 //! them to screen points with [`CanvasTransform::screen_from_layout`] and back with
 //! [`CanvasTransform::layout_from_screen`].
 //!
-//! [`CanvasState`] is what the canvas keeps between frames (tool, view, drag, hover). Submodules:
+//! `CanvasState` is what the canvas keeps between frames (tool, view, drag, hover). Submodules:
 //! `hit` (what is under the pointer, from the document alone), `interact` (zoom, pan, drags,
 //! clicks, the cursor) and `paint` (the background, boxes, people, badges and readouts).
 
