@@ -15,10 +15,12 @@
 //! - `convert`: diffusers call arguments, GLIGEN inference meta, COCO.
 //! - `images`: data URIs and image resolution.
 //! - `history`: undo/redo snapshots for the editor.
+//! - `keypoints`: the COCO person: keypoint names, skeleton and pose geometry.
 
 mod convert;
 mod history;
 mod images;
+pub mod keypoints;
 mod parse;
 pub use parse::{MAX_LAYOUT_BYTES, MAX_LAYOUT_VALUES};
 pub mod png;
@@ -39,38 +41,13 @@ pub use images::{
     base64_decode, base64_encode, decode_data_uri, encode_data_uri, is_data_uri, media_type_of,
     png_data_uri, SUPPORTED_PICTURES,
 };
+pub use keypoints::{COCO_KEYPOINT_NAMES, KEYPOINTS_PER_PERSON};
 pub use validate::{ModelLimits, ValidationErrors, ValidationIssue};
 
 /// The newest document version this build understands. Files carrying a
 /// larger number are refused rather than half-read: a newer version may have
 /// changed the meaning of fields we would otherwise accept.
 pub const LAYOUT_VERSION: u64 = 1;
-
-/// Number of keypoints per person; GLIGEN's keypoint checkpoint was trained
-/// on COCO person keypoints and has no notion of any other skeleton.
-pub const KEYPOINTS_PER_PERSON: usize = 17;
-
-/// COCO person keypoint order. The position in this list *is* the keypoint's
-/// identity for the model, so entities store points in exactly this order.
-pub const COCO_KEYPOINT_NAMES: [&str; KEYPOINTS_PER_PERSON] = [
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-];
 
 /// The box GLIGEN's reference code gives a style image (`[0, 1, 0, 1]`).
 /// It is deliberately degenerate: the style token occupies a grounding slot

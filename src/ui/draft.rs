@@ -88,16 +88,16 @@ pub fn draft_steps(draft: usize, full: usize) -> usize {
 
 /// What draft mode keeps between frames.
 #[derive(Default)]
-pub(super) struct DraftState {
+pub(crate) struct DraftState {
     /// The layout and draft settings last seen; a difference is an edit.
     seen: Option<(Layout, DraftSettings)>,
     /// When (the frame clock, seconds) the pending draft starts.
     due: Option<f64>,
     /// The seed of drafts (and of "Render full") while the layout's seed is "new each run", so
     /// that drafts do not flicker between seeds and the full render is the picture drafted.
-    pub(super) seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// The document layout the running or shown draft was made from.
-    pub(super) source: Option<(JobId, Layout)>,
+    pub(crate) source: Option<(JobId, Layout)>,
     /// Drafts sent to the worker.
     started: usize,
     /// Why the last due draft did not start.
@@ -108,41 +108,43 @@ pub(super) struct DraftState {
 
 impl StudioApp {
     /// Draft jobs sent to the worker since the studio started.
+    #[cfg(feature = "testing")]
     pub fn drafts_started(&self) -> usize {
-        self.draft.started
+        self.generation.draft.started
     }
 
     /// Whether a draft is waiting for the layout to settle.
+    #[cfg(feature = "testing")]
     pub fn draft_pending(&self) -> bool {
-        self.draft.due.is_some()
+        self.generation.draft.due.is_some()
     }
 
     /// Turns draft mode on or off (off cancels a running draft).
     pub fn set_draft_mode(&mut self, on: bool) {
-        self.settings.draft.enabled = on;
+        self.files.settings.draft.enabled = on;
         if !on {
             self.cancel_running_draft();
-            self.draft.due = None;
-            self.draft.seen = None;
-            self.draft.paused = None;
-            self.draft.force = false;
+            self.generation.draft.due = None;
+            self.generation.draft.seen = None;
+            self.generation.draft.paused = None;
+            self.generation.draft.force = false;
         }
     }
 
     /// Drafts again once the layout is still, even if the canvas shows the current layout (a new
     /// model, a new draft seed).
     pub(super) fn redraft(&mut self) {
-        if self.settings.draft.enabled {
-            self.draft.seen = None;
-            self.draft.force = true;
+        if self.files.settings.draft.enabled {
+            self.generation.draft.seen = None;
+            self.generation.draft.force = true;
         }
     }
 
     fn cancel_running_draft(&mut self) {
-        if let Some(run) = self.run.as_mut() {
+        if let Some(run) = self.generation.run.as_mut() {
             if run.draft && !run.cancelling {
                 run.cancelling = true;
-                self.worker.cancel(run.job);
+                self.generation.worker.cancel(run.job);
             }
         }
     }
@@ -150,15 +152,15 @@ impl StudioApp {
     /// Whether the canvas already shows a render of the current layout (a restored or finished
     /// full render, or an up-to-date draft): then no draft is needed.
     fn canvas_shows_current_layout(&self) -> bool {
-        match &self.canvas_image {
+        match &self.generation.canvas_image {
             Some(CanvasImage::Result { layout, .. }) => {
-                let mut doc = self.layout.clone();
+                let mut doc = self.doc.layout().clone();
                 if doc.sampling.seed.is_none() {
                     doc.sampling.seed = layout.sampling.seed;
                 }
                 &doc == layout
             }
-            Some(CanvasImage::Draft { source, .. }) => source == &self.layout,
+            Some(CanvasImage::Draft { source, .. }) => source == self.doc.layout(),
             _ => false,
         }
     }
@@ -166,23 +168,23 @@ impl StudioApp {
     /// Once a frame, after the frame's edits: schedules a draft after an edit, cancels a stale
     /// running draft and starts the pending one when the layout has been still long enough.
     pub(super) fn update_draft(&mut self, ctx: &egui::Context) {
-        let settings = self.settings.draft.clone();
+        let settings = self.files.settings.draft.clone();
         if !settings.enabled {
             return;
         }
         let now = ctx.input(|i| i.time);
-        let changed = match &self.draft.seen {
-            Some((layout, s)) => layout != &self.layout || s != &settings,
+        let changed = match &self.generation.draft.seen {
+            Some((layout, s)) => layout != self.doc.layout() || s != &settings,
             None => true,
         };
         if changed {
-            self.draft.seen = Some((self.layout.clone(), settings.clone()));
-            self.draft.due = Some(now + settings.delay_ms as f64 / 1000.0);
-            self.draft.paused = None;
+            self.generation.draft.seen = Some((self.doc.layout().clone(), settings.clone()));
+            self.generation.draft.due = Some(now + settings.delay_ms as f64 / 1000.0);
+            self.generation.draft.paused = None;
             // The running draft shows an older layout: free the worker for the next one now.
             self.cancel_running_draft();
         }
-        let Some(due) = self.draft.due else {
+        let Some(due) = self.generation.draft.due else {
             return;
         };
         if now < due {
@@ -191,15 +193,20 @@ impl StudioApp {
         }
         // A full render the user asked for goes on; the draft waits for it (the running job
         // repaints the window as it goes).
-        if self.run.as_ref().is_some_and(|r| !r.draft && !r.cancelling) {
+        if self
+            .generation
+            .run
+            .as_ref()
+            .is_some_and(|r| !r.draft && !r.cancelling)
+        {
             return;
         }
-        self.draft.due = None;
-        if !std::mem::take(&mut self.draft.force) && self.canvas_shows_current_layout() {
+        self.generation.draft.due = None;
+        if !std::mem::take(&mut self.generation.draft.force) && self.canvas_shows_current_layout() {
             return;
         }
         if let Some(reason) = self.generate_blocker() {
-            self.draft.paused = Some(reason);
+            self.generation.draft.paused = Some(reason);
             return;
         }
         self.start_draft();
@@ -207,25 +214,26 @@ impl StudioApp {
 
     /// Sends a draft of the current layout to the worker (cancelling whatever runs).
     pub fn start_draft(&mut self) -> Option<JobId> {
-        let limits = match &self.model {
+        let limits = match &self.generation.model {
             ModelState::Ready(info) => info.limits.clone(),
             _ => return None,
         };
         let (mut layout, mut options) = self.build_request()?;
-        let seed = match self.layout.sampling.seed {
+        let seed = match self.doc.layout().sampling.seed {
             Some(seed) => seed,
             None => *self
+                .generation
                 .draft
                 .seed
                 .get_or_insert_with(|| u64::from(rand::random::<u32>())),
         };
         layout.sampling.seed = Some(seed);
         options.seed = seed;
-        let steps = draft_steps(self.settings.draft.steps, options.steps);
+        let steps = draft_steps(self.files.settings.draft.steps, options.steps);
         let (w, h) = draft_size(
             layout.width,
             layout.height,
-            self.settings.draft.scale,
+            self.files.settings.draft.scale,
             &limits,
         );
         if (w, h) != (layout.width, layout.height) {
@@ -236,29 +244,29 @@ impl StudioApp {
         layout.sampling.steps = Some(steps);
         options.steps = steps;
         let job = self.start_job(layout, options, true);
-        self.draft.started += 1;
-        self.draft.source = Some((job, self.layout.clone()));
+        self.generation.draft.started += 1;
+        self.generation.draft.source = Some((job, self.doc.layout().clone()));
         self.status = format!("Drafting {w} × {h} px, {steps} steps…");
         Some(job)
     }
 
     /// A short line on what draft mode is doing.
     pub fn draft_status(&self) -> String {
-        if let Some(reason) = &self.draft.paused {
+        if let Some(reason) = &self.generation.draft.paused {
             return format!("paused: {reason}");
         }
-        if self.draft.due.is_some() {
-            return if self.run.as_ref().is_some_and(|r| !r.draft) {
+        if self.generation.draft.due.is_some() {
+            return if self.generation.run.as_ref().is_some_and(|r| !r.draft) {
                 "waits for the full render".into()
             } else {
                 "starts when you stop editing…".into()
             };
         }
-        if let Some(run) = self.run.as_ref().filter(|r| r.draft) {
+        if let Some(run) = self.generation.run.as_ref().filter(|r| r.draft) {
             return format!("drafting, step {} of {}", run.done, run.total);
         }
-        match &self.canvas_image {
-            Some(CanvasImage::Draft { source, .. }) if source == &self.layout => {
+        match &self.generation.canvas_image {
+            Some(CanvasImage::Draft { source, .. }) if source == self.doc.layout() => {
                 "up to date".into()
             }
             _ => String::new(),
@@ -267,7 +275,7 @@ impl StudioApp {
 
     /// The label drawn on the canvas over a draft or its steps ("DRAFT · 16 × 16 px · 8 steps").
     pub(super) fn draft_badge(&self) -> Option<String> {
-        match &self.canvas_image {
+        match &self.generation.canvas_image {
             Some(CanvasImage::Preview {
                 draft: true,
                 step,
@@ -281,7 +289,7 @@ impl StudioApp {
                     layout.height,
                     layout.sampling.resolve().steps
                 );
-                if source != &self.layout {
+                if source != self.doc.layout() {
                     s.push_str(" · layout changed since");
                 }
                 Some(s)
@@ -293,7 +301,7 @@ impl StudioApp {
     /// The draft toggle and its settings, under Generate.
     pub(super) fn draft_ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            let mut on = self.settings.draft.enabled;
+            let mut on = self.files.settings.draft.enabled;
             if ui
                 .checkbox(&mut on, "Draft")
                 .on_hover_text(
@@ -310,51 +318,52 @@ impl StudioApp {
                 }
             }
         });
-        if !self.settings.draft.enabled {
+        if !self.files.settings.draft.enabled {
             return;
         }
-        let full = self.layout.sampling.resolve().steps;
+        let full = self.doc.layout().sampling.resolve().steps;
         egui::Grid::new("draft-grid")
             .num_columns(2)
             .spacing([8.0, 4.0])
             .show(ui, |ui| {
                 let l = ui.label("Draft steps");
-                let mut steps = self.settings.draft.steps;
+                let mut steps = self.files.settings.draft.steps;
                 if ui
                     .add(egui::DragValue::new(&mut steps).range(1..=MAX_DRAFT_STEPS))
                     .labelled_by(l.id)
                     .on_hover_text("Same scheduler, fewer steps; α₀ is a fraction, so grounding covers the same share of the steps")
                     .changed()
                 {
-                    self.settings.draft.steps = steps;
+                    self.files.settings.draft.steps = steps;
                 }
                 ui.end_row();
                 ui.label("Draft size");
                 ui.horizontal(|ui| {
-                    ui.selectable_value(&mut self.settings.draft.scale, DraftScale::Half, "Half size")
+                    ui.selectable_value(&mut self.files.settings.draft.scale, DraftScale::Half, "Half size")
                         .on_hover_text("Half the width and height (rounded to the model's latent grid): about 4× faster per step");
-                    ui.selectable_value(&mut self.settings.draft.scale, DraftScale::Full, "Full size");
+                    ui.selectable_value(&mut self.files.settings.draft.scale, DraftScale::Full, "Full size");
                 });
                 ui.end_row();
             });
         let (w, h) = draft_size(
-            self.layout.width,
-            self.layout.height,
-            self.settings.draft.scale,
+            self.doc.layout().width,
+            self.doc.layout().height,
+            self.files.settings.draft.scale,
             &self.model_limits(),
         );
-        let steps = draft_steps(self.settings.draft.steps, full);
+        let steps = draft_steps(self.files.settings.draft.steps, full);
         ui.label(
             RichText::new(format!(
                 "Drafts: {w} × {h} px, {steps} of {full} steps; Render full: {} × {} px, {full} steps",
-                self.layout.width, self.layout.height
+                self.doc.layout().width, self.doc.layout().height
             ))
             .small()
             .weak(),
         );
-        if self.layout.sampling.seed.is_none() {
+        if self.doc.layout().sampling.seed.is_none() {
             ui.horizontal(|ui| {
                 let seed = self
+                    .generation
                     .draft
                     .seed
                     .map(|s| s.to_string())
@@ -366,7 +375,7 @@ impl StudioApp {
                     .on_hover_text("Draft again with another seed")
                     .clicked()
                 {
-                    self.draft.seed = Some(u64::from(rand::random::<u32>()));
+                    self.generation.draft.seed = Some(u64::from(rand::random::<u32>()));
                     self.redraft();
                 }
             });

@@ -352,6 +352,82 @@ impl Drop for Autosaver {
     }
 }
 
+/// The studio's files: its settings (as used and as last written), the autosave thread, the file
+/// dialogs, background file tasks and the reference pictures decoded for display.
+pub(crate) struct Files {
+    pub(crate) settings: Settings,
+    pub(crate) saved_settings: Settings,
+    /// Where autosave and settings live (`None`: nowhere, nothing is kept).
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) autosave_enabled: bool,
+    pub(crate) autosaver: Autosaver,
+    pub(crate) last_autosave: std::time::Instant,
+    pub(crate) dialogs: super::Dialogs,
+    pub(crate) tasks: Vec<poll_promise::Promise<super::file_actions::FileOutcome>>,
+    /// The picture of an opened Glichen PNG, waiting for its texture.
+    pub(crate) pending_image: Option<(std::sync::Arc<image::RgbImage>, egui::ColorImage)>,
+    pub(crate) pictures: super::pictures::PictureCache,
+    /// The window title as last sent.
+    pub(crate) title: String,
+}
+
+impl Files {
+    /// Reads what the last session left in `data_dir` when `autosave` is on: the settings and the
+    /// autosaved layout. Returns the files, that layout, and warnings for what could not be read
+    /// (a broken autosave is kept aside as `autosave.json.broken`).
+    pub(crate) fn start(
+        data_dir: Option<PathBuf>,
+        autosave: bool,
+        dialogs: super::Dialogs,
+    ) -> (Self, Option<Layout>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut settings = Settings::default();
+        let mut autosaved = None;
+        if autosave {
+            if let Some(dir) = &data_dir {
+                let settings_path = dir.join(SETTINGS_FILE);
+                if settings_path.is_file() {
+                    match std::fs::read_to_string(&settings_path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| {
+                            serde_json::from_str::<Settings>(&t).map_err(|e| e.to_string())
+                        }) {
+                        Ok(s) => settings = s,
+                        Err(e) => warnings.push(format!(
+                            "The settings could not be read ({e}); using defaults."
+                        )),
+                    }
+                }
+                let autosave_path = dir.join(AUTOSAVE_FILE);
+                if autosave_path.is_file() {
+                    match Layout::load(&autosave_path) {
+                        Ok(l) => autosaved = Some(l),
+                        Err(e) => {
+                            let kept = dir.join("autosave.json.broken");
+                            let _ = std::fs::rename(&autosave_path, &kept);
+                            warnings.push(format!("The autosaved layout could not be read ({e}); starting blank. It was kept as {}.", kept.display()));
+                        }
+                    }
+                }
+            }
+        }
+        let files = Self {
+            saved_settings: settings.clone(),
+            settings,
+            data_dir,
+            autosave_enabled: autosave,
+            autosaver: Autosaver::spawn(),
+            last_autosave: std::time::Instant::now(),
+            dialogs,
+            tasks: Vec::new(),
+            pending_image: None,
+            pictures: Default::default(),
+            title: String::new(),
+        };
+        (files, autosaved, warnings)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +450,4 @@ mod tests {
             .contains("not a Glichen layout"));
         assert!(parse_layout_any("[1, 2]").is_err());
     }
-
 }

@@ -1,0 +1,95 @@
+//! Generation through the worker, in the window: previews, the result and the history strip; a
+//! worker crash.
+
+use crate::harness::*;
+
+#[test]
+fn generate_in_the_studio_shows_previews_and_the_result() {
+    let dir = temp_dir("generate");
+    let (mut h, answers) = studio(&dir.join("data"), true, false);
+    wait_model(&mut h);
+    h.state_mut().set_layout(fixture_layout("a_three_boxes"));
+    h.run();
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
+    let app = h.state();
+    assert!(app.previews_received() >= 1, "no preview arrived");
+    assert!(matches!(
+        app.canvas_image(),
+        Some(CanvasImage::Result { .. })
+    ));
+    let item = &app.history_items()[0];
+    assert_eq!((item.image.width(), item.image.height()), (32, 32));
+    assert_eq!(item.seed, 12);
+
+    // Export the PNG: it carries the layout.
+    let out = dir.join("out.png");
+    answers.lock().unwrap().push_back(Some(out.clone()));
+    h.run();
+    h.get_by_label("Export PNG…").click();
+    wait_for(&mut h, "the export", Duration::from_secs(10), |a| {
+        !a.is_busy_with_files()
+    });
+    let json = glichen::layout::png::read_layout_chunk(&out).unwrap();
+    assert_eq!(
+        Layout::from_json_str(&json).unwrap(),
+        fixture_layout("a_three_boxes")
+    );
+
+    // Cancel mid-run from the window: it stops within one step.
+    // (A larger canvas makes each step take long enough to see where Cancel landed.)
+    let mut long = fixture_layout("a_three_boxes");
+    long.sampling.steps = Some(400);
+    long.width = 48;
+    long.height = 48;
+    h.state_mut().set_layout(long);
+    h.run();
+    let before = h.state().previews_received();
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "a preview", Duration::from_secs(60), |a| {
+        a.previews_received() > before
+    });
+    h.get_by_label("Cancel").click();
+    h.step(); // the click is handled in this frame, after it drained the events so far
+    assert!(h.state().run_state().is_some_and(|r| r.cancelling));
+    let at_cancel = h.state().previews_received();
+    wait_for(&mut h, "the cancel", Duration::from_secs(60), |a| {
+        a.run_state().is_none()
+    });
+    let after = h.state().previews_received();
+    assert!(
+        after - at_cancel <= 1,
+        "{} steps ran after Cancel",
+        after - at_cancel
+    );
+    assert_eq!(
+        h.state().history_items().len(),
+        1,
+        "a cancelled run adds no result"
+    );
+
+    // Restoring the history item brings its layout back.
+    h.run();
+    h.state_mut().restore_history_item(0);
+    assert_eq!(h.state().layout(), &fixture_layout("a_three_boxes"));
+}
+
+#[test]
+fn a_worker_crash_is_reported_and_the_layout_kept() {
+    let dir = temp_dir("crash");
+    let (mut h, _) = studio(&dir.join("data"), false, false);
+    let layout = fixture_layout("a_three_boxes");
+    h.state_mut().set_layout(layout.clone());
+    h.run();
+    h.state()
+        .worker()
+        .send(Command::Panic("simulated crash".into()));
+    wait_for(&mut h, "the crash report", Duration::from_secs(10), |a| {
+        a.notices().iter().any(|n| n.text.contains("crashed"))
+    });
+    h.run();
+    h.get_by_label_contains("The model worker crashed (simulated crash) and was restarted");
+    assert_eq!(h.state().layout(), &layout);
+}
