@@ -238,6 +238,9 @@ impl ModelLimits {
 /// The schedulers are trained on 1000 timesteps; asking for more steps
 /// than that cannot be honoured.
 const MAX_STEPS: usize = 1000;
+/// Far above any useful guidance (SD 1.x is run at 5–15); larger scales only overflow the
+/// latents into NaN.
+pub const MAX_GUIDANCE_SCALE: f64 = 100.0;
 
 /// Slack for `alpha0 + alpha_decay`: values such as 0.7 + 0.3 may sum to
 /// 1.0000000000000002 in binary floating point.
@@ -462,10 +465,10 @@ pub(crate) fn validate(layout: &Layout, limits: &ModelLimits) -> Result<(), Vali
         }
     }
     if let Some(g) = s.guidance_scale {
-        if !g.is_finite() || g < 0.0 {
+        if !g.is_finite() || !(0.0..=MAX_GUIDANCE_SCALE).contains(&g) {
             errors.push(
                 "sampling.guidance_scale",
-                format!("must be a finite number ≥ 0, found {g}"),
+                format!("must be a number from 0 to {MAX_GUIDANCE_SCALE}, found {g}"),
             );
         }
     }

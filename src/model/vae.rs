@@ -203,6 +203,13 @@ pub struct AutoencoderKL {
 
 impl AutoencoderKL {
     pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        // Latents are divided by it before decoding: 0 or NaN would decode to a black picture.
+        if !(cfg.scaling_factor.is_finite() && cfg.scaling_factor > 0.0) {
+            candle_core::bail!(
+                "VAE scaling_factor {} must be a positive number",
+                cfg.scaling_factor
+            );
+        }
         if cfg.act_fn.as_deref().is_some_and(|a| a != "silu") {
             candle_core::bail!("VAE act_fn {:?} is not supported", cfg.act_fn);
         }

@@ -45,11 +45,11 @@ impl GligenModel {
         for (i, p) in phrases.iter().enumerate() {
             let tok = self.tokenizer.encode(p, false)?;
             if tok.truncated_tokens > 0 {
-                let msg = format!(
-                    "phrase {i} ({p:?}) is longer than the text encoder's window; it was truncated"
-                );
-                tracing::warn!("{msg}");
-                warnings.push(msg);
+                // The phrase itself may be megabytes: quote its start only.
+                warnings.push(format!(
+                    "phrase {i} ({}) is longer than the text encoder's window; it was truncated",
+                    quote_start(p)
+                ));
             }
             seqs.push(tok.ids);
         }
@@ -309,5 +309,13 @@ impl GligenModel {
             image_masks: None,
             image_embeddings: None,
         })
+    }
+}
+
+/// `text` quoted for a message, cut to its first 40 characters.
+fn quote_start(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
     }
 }

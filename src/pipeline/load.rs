@@ -340,13 +340,30 @@ impl GligenModel {
                 path: sched_path.clone(),
                 source,
             })?;
-        let default_scheduler = SchedulerConfig::from_json_str(&scheduler_json)
+        let own_scheduler = SchedulerConfig::from_json_str(&scheduler_json).map_err(|source| {
+            LoadError::SchedulerConfig {
+                path: sched_path.clone(),
+                source,
+            }
+        })?;
+        // Checked now, so that a broken noise schedule is a load error naming the file rather
+        // than NaN latents later.
+        own_scheduler
+            .betas()
             .map_err(|source| LoadError::SchedulerConfig {
                 path: sched_path.clone(),
                 source,
-            })?
-            .scheduler_type()
-            .unwrap_or(SchedulerKind::Pndm);
+            })?;
+        let default_scheduler = own_scheduler.scheduler_type().unwrap_or_else(|| {
+            tracing::warn!(
+                "{}: _class_name {:?} is not a scheduler Glichen implements; layouts that name \
+                 none run PNDM with this file's settings (choose with sampling.scheduler or \
+                 --scheduler: ddim, pndm)",
+                sched_path.display(),
+                own_scheduler.class_name
+            );
+            SchedulerKind::Pndm
+        });
         Ok(Self {
             tokenizer,
             text_encoder,

@@ -18,7 +18,8 @@ pub use grounding::{ImageGrounding, IMAGE_FEATURE_NORM, MAX_GROUNDING_SLOTS};
 pub use inpaint::Inpaint;
 pub use load::{parse_device, parse_dtype, DeviceError, LoadError, LoadOptions, UnknownDType};
 pub use noise::{
-    pooled_noise, seeded_noise, NoiseSource, NormalStream, RecordedNoise, RenoiseDraw,
+    ensure_finite, pooled_noise, read_latents_tensor, seeded_noise, NoiseSource, NormalStream,
+    RecordedNoise, RenoiseDraw, MAX_LATENTS_FILE_BYTES,
 };
 
 use crate::layout::{Layout, LayoutError, ModelLimits};
@@ -39,8 +40,11 @@ pub enum PipelineError {
     Layout(#[from] LayoutError),
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
-    #[error("the layout does not fit this model:\n{0}")]
+    #[error("{0}")]
     Invalid(String),
+    /// NaN or infinity where numbers must be finite (an input file, or the result).
+    #[error("{0}")]
+    NonFinite(String),
     #[error("{context}: {source}")]
     Compute {
         context: String,
@@ -239,15 +243,16 @@ impl GligenModel {
         warnings: &mut Vec<String>,
     ) -> Result<Tensor, PipelineError> {
         let tok = self.tokenizer.encode(text, true)?;
+        // Returned, not logged: the CLI prints them and the studio shows them, once.
         if tok.truncated_tokens > 0 {
-            let msg = format!(
-                "the {what} is {} tokens long; the text encoder reads {}, so its last {} tokens are ignored",
+            let more = if tok.counted_whole { "" } else { "more than " };
+            warnings.push(format!(
+                "the {what} is {more}{} tokens long; the text encoder reads {}, so its last \
+                 {more}{} tokens are ignored",
                 tok.content_tokens,
                 self.tokenizer.max_length - 2,
                 tok.truncated_tokens
-            );
-            tracing::warn!("{msg}");
-            warnings.push(msg);
+            ));
         }
         let n = tok.ids.len();
         let ids = Tensor::from_vec(tok.ids, (1, n), &self.device).ctx("prompt tokens")?;
@@ -382,9 +387,9 @@ impl GligenModel {
                 "this is a grounded-inpainting model: the layout needs an `inpaint` image (the boxes mark what is regenerated)".into(),
             ));
         }
-        layout
-            .validate_for(&self.limits())
-            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        layout.validate_for(&self.limits()).map_err(|e| {
+            PipelineError::Invalid(format!("the layout does not fit this model:\n{e}"))
+        })?;
         let mut warnings = Vec::new();
         let f = self.vae_scale_factor();
         let grid = (layout.height as usize / f, layout.width as usize / f);
@@ -462,6 +467,15 @@ impl GligenModel {
         if cancel.is_cancelled() {
             return Err(PipelineError::Cancelled);
         }
+        // A NaN anywhere (a scale or schedule that overflows) decodes to a black picture that
+        // looks like a result; say what happened instead.
+        noise::ensure_finite(&latents, "the final latents").map_err(|e| match e {
+            PipelineError::NonFinite(m) => PipelineError::NonFinite(format!(
+                "{m}: the sampling diverged (guidance_scale {}, {} steps, scheduler {})",
+                options.guidance_scale, options.steps, options.scheduler
+            )),
+            e => e,
+        })?;
 
         // Decode.
         let image = if options.decode {
@@ -525,6 +539,7 @@ impl GligenModel {
                 shape.3
             )));
         }
+        noise::ensure_finite(t, "the initial latents")?;
         t.to_device(&self.device)
             .ctx("initial latents")?
             .to_dtype(DType::F32)

@@ -3,7 +3,7 @@
 //! a reference run).
 
 use super::{Context, PipelineError};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_distr::Distribution;
 
@@ -73,23 +73,72 @@ pub struct RecordedNoise {
     pub step_noise: Tensor,
 }
 
+/// Largest latents or noise file read (`--init-latents`, `--noise`): a thousand steps of recorded
+/// noise for a 2048² canvas is about 1 GiB.
+pub const MAX_LATENTS_FILE_BYTES: u64 = 4 << 30;
+
+/// The tensors of a latents or noise safetensors file, read whole but bounded: a device, FIFO or
+/// oversized file is refused before anything is allocated for it.
+pub fn read_latents_file(
+    path: &std::path::Path,
+) -> Result<std::collections::HashMap<String, Tensor>, PipelineError> {
+    let bytes = crate::fsio::read_limited(path, MAX_LATENTS_FILE_BYTES)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+        PipelineError::Invalid(format!(
+            "{}: not a readable safetensors file: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// One named tensor of a latents or noise file, which must hold only finite numbers.
+pub fn read_latents_tensor(path: &std::path::Path, name: &str) -> Result<Tensor, PipelineError> {
+    finite_tensor(&read_latents_file(path)?, path, name)
+}
+
+/// `name` out of the tensors of the file at `path` (see [`read_latents_tensor`]).
+fn finite_tensor(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    path: &std::path::Path,
+    name: &str,
+) -> Result<Tensor, PipelineError> {
+    let t = tensors.get(name).cloned().ok_or_else(|| {
+        let mut found: Vec<_> = tensors.keys().cloned().collect();
+        found.sort();
+        PipelineError::Invalid(format!(
+            "{}: no tensor named `{name}` (found: {found:?})",
+            path.display()
+        ))
+    })?;
+    ensure_finite(&t, &format!("{}: tensor `{name}`", path.display()))?;
+    Ok(t)
+}
+
+/// Refuses a tensor holding NaN or infinity, naming `what` and how many values are bad.
+pub fn ensure_finite(t: &Tensor, what: &str) -> Result<(), PipelineError> {
+    let values = t
+        .flatten_all()
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.to_vec1::<f32>())
+        .ctx(what)?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(PipelineError::NonFinite(format!(
+            "{what} hold {bad} NaN or infinite values out of {}",
+            values.len()
+        )));
+    }
+    Ok(())
+}
+
 impl RecordedNoise {
     /// Reads tensors `vae_noise` and `step_noise` from a safetensors file.
     pub fn load(path: &std::path::Path) -> Result<Self, PipelineError> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            PipelineError::Invalid(format!(
-                "{}: not a readable safetensors file: {e}",
-                path.display()
-            ))
-        })?;
-        let get = |name: &str| {
-            tensors.get(name).cloned().ok_or_else(|| {
-                PipelineError::Invalid(format!("{}: no tensor named `{name}`", path.display()))
-            })
-        };
+        let tensors = read_latents_file(path)?;
         Ok(Self {
-            vae_noise: get("vae_noise")?,
-            step_noise: get("step_noise")?,
+            vae_noise: finite_tensor(&tensors, path, "vae_noise")?,
+            step_noise: finite_tensor(&tensors, path, "step_noise")?,
         })
     }
 }

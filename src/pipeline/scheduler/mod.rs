@@ -66,6 +66,10 @@ pub enum PredictionType {
 /// conversion.
 pub use crate::layout::SchedulerKind;
 
+/// The most training timesteps a config may declare: the tables are built in memory, and a typo'd
+/// `num_train_timesteps: 1e12` would otherwise ask for terabytes.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// Errors from building a scheduler or parsing its config.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -75,6 +79,15 @@ pub enum SchedulerError {
     TooManySteps { steps: usize, train: usize },
     #[error("num_train_timesteps must be at least 1")]
     ZeroTrainTimesteps,
+    #[error(
+        "num_train_timesteps {0} exceeds {MAX_TRAIN_TIMESTEPS} (diffusion models train with 1000)"
+    )]
+    TooManyTrainTimesteps(usize),
+    #[error(
+        "beta {index} of the noise schedule is {value}; every beta must be a number in [0, 1) \
+         (check beta_start, beta_end and trained_betas)"
+    )]
+    BetaOutOfRange { index: usize, value: f32 },
     #[error("trained_betas has {got} entries but num_train_timesteps is {expected}")]
     TrainedBetasLength { got: usize, expected: usize },
     #[error(
@@ -263,10 +276,28 @@ impl SchedulerConfig {
     }
 
     /// The float32 betas exactly as diffusers builds them (before any zero-SNR rescaling).
+    ///
+    /// Every beta must lie in [0, 1): a beta of 1 zeroes `alphas_cumprod` from there on and every
+    /// later step divides by it, so a config with one yields NaN latents and a black picture.
     pub fn betas(&self) -> Result<Vec<f32>, SchedulerError> {
+        let betas = self.unchecked_betas()?;
+        match betas
+            .iter()
+            .enumerate()
+            .find(|(_, b)| !(0.0..1.0).contains(*b))
+        {
+            Some((index, &value)) => Err(SchedulerError::BetaOutOfRange { index, value }),
+            None => Ok(betas),
+        }
+    }
+
+    fn unchecked_betas(&self) -> Result<Vec<f32>, SchedulerError> {
         let t = self.num_train_timesteps;
         if t == 0 {
             return Err(SchedulerError::ZeroTrainTimesteps);
+        }
+        if t > MAX_TRAIN_TIMESTEPS {
+            return Err(SchedulerError::TooManyTrainTimesteps(t));
         }
         if let Some(tb) = &self.trained_betas {
             if tb.len() != t {
