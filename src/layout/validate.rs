@@ -468,7 +468,7 @@ pub(crate) fn validate(layout: &Layout, limits: &ModelLimits) -> Result<(), Vali
         if !g.is_finite() || !(0.0..=MAX_GUIDANCE_SCALE).contains(&g) {
             errors.push(
                 "sampling.guidance_scale",
-                format!("must be a number from 0 to {MAX_GUIDANCE_SCALE}, found {g}"),
+                format!("must be a finite number from 0 to {MAX_GUIDANCE_SCALE}, found {g}"),
             );
         }
     }
