@@ -26,6 +26,23 @@ fn keep_freed_memory() {
     }
 }
 
+/// The error and its causes, each said once: library errors already write their source into their
+/// own message ("file: reason"), so a cause whose text is already in the line is not repeated.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     tracing_subscriber::fmt()
@@ -41,7 +58,7 @@ fn main() -> std::process::ExitCode {
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_message(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -5,7 +5,7 @@ pub mod bench;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use glichen::layout::{Layout, SchedulerKind};
+use glichen::layout::{import::ImportFormat, SchedulerKind};
 use glichen::pipeline::{self, CancelToken, GenerateOptions, GligenModel, PipelineError};
 use glichen::weights;
 use std::path::{Path, PathBuf};
@@ -43,10 +43,12 @@ pub struct GenerateArgs {
     /// A diffusers model folder, an original GLIGEN checkpoint file, a catalogue name or a hub repo id.
     #[arg(long)]
     pub model: String,
-    /// Layout JSON file.
+    /// The layout: a Glichen layout JSON or PNG, diffusers arguments, GLIGEN meta or COCO
+    /// annotations (whatever the studio opens).
     #[arg(long)]
     pub layout: PathBuf,
-    /// Output PNG (carries the layout in a `glichen-layout` text chunk).
+    /// Output picture, by extension: `.png` (carries the layout in a `glichen-layout` text
+    /// chunk), `.jpg`/`.jpeg` or `.webp` (lossless; neither carries the layout).
     #[arg(long, default_value = "out.png")]
     pub out: PathBuf,
     #[arg(long)]
@@ -116,6 +118,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::LayoutFromPng { image }) => {
             let json =
                 glichen::layout::png::read_layout_chunk(&image).map_err(anyhow::Error::msg)?;
+            // Printed only once it reads as a layout: a chunk of anything else is not ours.
+            glichen::layout::Layout::from_json_str(&json).map_err(|e| {
+                anyhow::anyhow!("{}: the embedded layout: {e}", image.display())
+            })?;
             println!("{json}");
             Ok(())
         }
@@ -143,20 +149,63 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn load_latents(path: &Path, name: &str) -> Result<candle_core::Tensor> {
-    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
-    tensors.get(name).cloned().with_context(|| {
-        format!(
-            "{}: no tensor named `{name}` (found: {:?})",
-            path.display(),
-            tensors.keys().collect::<Vec<_>>()
-        )
-    })
+/// The picture format `--out` asks for, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutFormat {
+    Png,
+    Jpeg,
+    WebP,
+}
+
+impl OutFormat {
+    fn of(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            None | Some("png") => Ok(OutFormat::Png),
+            Some("jpg" | "jpeg") => Ok(OutFormat::Jpeg),
+            Some("webp") => Ok(OutFormat::WebP),
+            Some(other) => bail!(
+                "--out {}: Glichen writes .png, .jpg/.jpeg or .webp pictures, not .{other}",
+                path.display()
+            ),
+        }
+    }
+
+    /// Encodes the picture; only PNG carries the layout.
+    fn encode(self, img: &image::RgbImage, layout_json: &str) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        match self {
+            OutFormat::Png => {
+                return glichen::layout::png::encode_png_with_layout(img, layout_json)
+                    .map_err(anyhow::Error::msg)
+            }
+            OutFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
+                .encode_image(img)?,
+            OutFormat::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut bytes)
+                .encode(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?,
+        }
+        Ok(bytes)
+    }
+}
+
+/// Safetensors bytes holding `latents` as f32 on the CPU.
+fn latents_file_bytes(latents: &candle_core::Tensor) -> Result<Vec<u8>> {
+    let t = latents
+        .to_device(&candle_core::Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?;
+    Ok(safetensors::serialize([("latents", &t)], None)?)
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
-    let mut layout = Layout::load(&args.layout)?;
+    // Checked before the model loads, so that a typo costs nothing.
+    let out_format = OutFormat::of(&args.out)?;
+    let imported = glichen::layout::import::import_file(&args.layout)?;
+    if imported.format != ImportFormat::Layout {
+        tracing::info!("{}: read as {}", args.layout.display(), imported.format);
+    }
+    let mut layout = imported.layout;
     // Command-line settings override the layout's and are recorded in the written PNG.
     let s = &mut layout.sampling;
     if args.steps.is_some() {
@@ -184,7 +233,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         tracing::warn!("--noise is only used for grounded inpainting; this layout has no `inpaint` image, so it is ignored");
     }
     let init = match &args.init_latents {
-        Some(p) => Some(load_latents(p, "latents")?),
+        Some(p) => Some(pipeline::read_latents_tensor(p, "latents")?),
         None => None,
     };
 
@@ -263,22 +312,17 @@ fn generate(args: GenerateArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if let Some(path) = &args.save_latents {
-        let t = generated
-            .latents
-            .to_device(&candle_core::Device::Cpu)?
-            .to_dtype(candle_core::DType::F32)?;
-        let mut map = std::collections::HashMap::new();
-        map.insert("latents".to_string(), t);
-        let tmp = path.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&map, &tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        write_atomic(path, &latents_file_bytes(&generated.latents)?)?;
     }
     if let Some(img) = &generated.image {
-        let json = layout.to_json_pretty()?;
-        let bytes =
-            glichen::layout::png::encode_png_with_layout(img, &json).map_err(anyhow::Error::msg)?;
+        let bytes = out_format.encode(img, &layout.to_json_pretty()?)?;
         write_atomic(&args.out, &bytes)?;
+        if out_format != OutFormat::Png {
+            eprintln!(
+                "note: {} does not carry the layout (only PNG does); save the layout separately to reuse it",
+                args.out.display()
+            );
+        }
         eprintln!(
             "wrote {} (seed {}, {:.1?})",
             args.out.display(),

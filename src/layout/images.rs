@@ -146,7 +146,15 @@ pub fn media_type_of(format: ImageFormat) -> Option<&'static str> {
 /// What users are told when a picture is of another format.
 pub const SUPPORTED_PICTURES: &str = "PNG, JPEG or WebP";
 
-fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, String> {
+/// The largest picture file read (a reference picture is rarely a tenth of it).
+pub const MAX_PICTURE_BYTES: u64 = 256 << 20;
+/// The widest and tallest picture decoded, in pixels: four times a 4K frame's width, far past
+/// anything the model looks at, and a bound on what a hostile header can make us allocate.
+pub const MAX_PICTURE_SIDE: u32 = 16_384;
+
+/// The format and size a picture's header declares, refused when the format is not one Glichen
+/// reads or the size is past [`MAX_PICTURE_SIDE`]. Reads only the header.
+pub fn picture_header(bytes: &[u8]) -> Result<(ImageFormat, [u32; 2]), String> {
     let format = image::guess_format(bytes)
         .map_err(|_| format!("not a picture Glichen reads ({SUPPORTED_PICTURES})"))?;
     if media_type_of(format).is_none() {
@@ -154,37 +162,61 @@ fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, String> {
             "{format:?} images are not supported (use {SUPPORTED_PICTURES})"
         ));
     }
-    image::load_from_memory_with_format(bytes, format).map_err(|e| format!("cannot decode: {e}"))
+    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    if w > MAX_PICTURE_SIDE || h > MAX_PICTURE_SIDE {
+        return Err(format!(
+            "the picture declares {w} × {h} pixels; Glichen reads pictures up to \
+             {MAX_PICTURE_SIDE} × {MAX_PICTURE_SIDE}"
+        ));
+    }
+    Ok((format, [w, h]))
 }
 
-fn full_path(img: &str, base_dir: Option<&Path>) -> PathBuf {
-    let p = Path::new(img);
+/// Decodes a picture of a supported format; the size its header declares is checked before any
+/// pixel is decoded (see [`picture_header`]), and the decoder itself runs under the same limits.
+pub fn decode_picture(bytes: &[u8]) -> Result<DynamicImage, String> {
+    let (format, _) = picture_header(bytes)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PICTURE_SIDE);
+    limits.max_image_height = Some(MAX_PICTURE_SIDE);
+    // Room for the largest accepted picture at 16 bits per channel, RGBA.
+    limits.max_alloc = Some(u64::from(MAX_PICTURE_SIDE).pow(2) * 8);
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(limits);
+    reader.decode().map_err(|e| format!("cannot decode: {e}"))
+}
+
+/// Where a path reference points: relative paths are relative to the layout's folder
+/// (`base_dir`), or to the working directory when there is none.
+pub fn picture_path(reference: &str, base_dir: Option<&Path>) -> PathBuf {
+    let p = Path::new(reference);
     match base_dir {
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p.to_path_buf(),
     }
 }
 
+/// The bytes a picture reference (a path or a data URI) holds. Files are read bounded by
+/// [`MAX_PICTURE_BYTES`]; folders, devices and pipes are refused before anything is read.
+pub fn read_picture(reference: &str, base_dir: Option<&Path>) -> Result<Vec<u8>, String> {
+    if reference.trim().is_empty() {
+        return Err("no image given".to_string());
+    }
+    if is_data_uri(reference) {
+        return decode_data_uri(reference).map(|(_, bytes)| bytes);
+    }
+    let path = picture_path(reference, base_dir);
+    crate::fsio::read_limited(&path, MAX_PICTURE_BYTES)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
 /// Reads the bytes an image reference points at.
 fn read_bytes(label: &str, img: &str, base_dir: Option<&Path>) -> Result<Vec<u8>, LayoutError> {
-    if img.trim().is_empty() {
-        return Err(LayoutError::Image {
-            path: label.to_string(),
-            message: "no image given".to_string(),
-        });
-    }
-    if is_data_uri(img) {
-        return decode_data_uri(img)
-            .map(|(_, bytes)| bytes)
-            .map_err(|message| LayoutError::Image {
-                path: label.to_string(),
-                message,
-            });
-    }
-    let path = full_path(img, base_dir);
-    std::fs::read(&path).map_err(|e| LayoutError::Image {
+    read_picture(img, base_dir).map_err(|message| LayoutError::Image {
         path: label.to_string(),
-        message: format!("cannot read {}: {e}", path.display()),
+        message,
     })
 }
 
@@ -194,12 +226,12 @@ fn resolve_labeled(
     base_dir: Option<&Path>,
 ) -> Result<DynamicImage, LayoutError> {
     let bytes = read_bytes(label, img, base_dir)?;
-    decode_bytes(&bytes).map_err(|message| LayoutError::Image {
+    decode_picture(&bytes).map_err(|message| LayoutError::Image {
         path: label.to_string(),
         message: if is_data_uri(img) {
             format!("data URI: {message}")
         } else {
-            format!("{}: {message}", full_path(img, base_dir).display())
+            format!("{}: {message}", picture_path(img, base_dir).display())
         },
     })
 }
@@ -396,11 +428,11 @@ fn embed_one(label: &str, img: &str, base_dir: Option<&Path>) -> Result<String, 
     let bytes = read_bytes(label, img, base_dir)?;
     let described = |message: String| LayoutError::Image {
         path: label.to_string(),
-        message: format!("{}: {message}", full_path(img, base_dir).display()),
+        message: format!("{}: {message}", picture_path(img, base_dir).display()),
     };
     // Decode once so that a corrupt file is reported now, not when the
     // embedded copy is used on another machine.
-    decode_bytes(&bytes).map_err(described)?;
+    decode_picture(&bytes).map_err(described)?;
     let media_type = image::guess_format(&bytes)
         .ok()
         .and_then(media_type_of)
@@ -540,7 +572,7 @@ mod tests {
             "image/webp"
         );
         // a format outside the list is named, with the ones that work
-        let err = decode_bytes(b"GIF89a\x01\x00\x01\x00").unwrap_err();
+        let err = decode_picture(b"GIF89a\x01\x00\x01\x00").unwrap_err();
         assert!(err.contains("Gif") && err.contains("WebP"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

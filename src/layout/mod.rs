@@ -14,12 +14,14 @@
 //! - `validate`: [`ValidationErrors`] / [`ModelLimits`].
 //! - `convert`: diffusers call arguments, GLIGEN inference meta, COCO.
 //! - `images`: data URIs and image resolution.
+//! - `import`: "open anything": layouts, Glichen PNGs and the converted formats, by content.
 //! - `history`: undo/redo snapshots for the editor.
 //! - `keypoints`: the COCO person: keypoint names, skeleton and pose geometry.
 
 mod convert;
 mod history;
 mod images;
+pub mod import;
 pub mod keypoints;
 mod parse;
 pub use parse::{MAX_LAYOUT_BYTES, MAX_LAYOUT_VALUES};
@@ -38,8 +40,9 @@ pub use convert::{
 };
 pub use history::{History, DEFAULT_HISTORY_LIMIT};
 pub use images::{
-    base64_decode, base64_encode, decode_data_uri, encode_data_uri, is_data_uri, media_type_of,
-    png_data_uri, SUPPORTED_PICTURES,
+    base64_decode, base64_encode, decode_data_uri, decode_picture, encode_data_uri, is_data_uri,
+    media_type_of, picture_header, picture_path, png_data_uri, read_picture, MAX_PICTURE_BYTES, MAX_PICTURE_SIDE,
+    SUPPORTED_PICTURES,
 };
 pub use keypoints::{COCO_KEYPOINT_NAMES, KEYPOINTS_PER_PERSON};
 pub use validate::{ModelLimits, ValidationErrors, ValidationIssue};
@@ -110,6 +113,9 @@ pub enum LayoutError {
     /// cannot be read back.
     #[error("cannot write non-finite numbers to JSON:\n{0}")]
     NonFinite(ValidationErrors),
+    /// The document is none of the formats [`import`] reads (or its size is past their limit).
+    #[error("{0}")]
+    NotADocument(String),
     /// The layout failed validation.
     #[error("invalid layout:\n{0}")]
     Invalid(#[from] ValidationErrors),

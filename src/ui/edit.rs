@@ -8,9 +8,9 @@
 
 use super::dialogs::{run_dialog, DialogKind};
 use super::file_actions::FileOutcome;
-use super::pictures::full_path;
 use super::{NoticeLevel, StudioApp, Tool};
 use crate::layout::keypoints::{default_person, estimate_joint, joint_label, points_bbox};
+use crate::layout::png::MAX_PNG_BYTES;
 use crate::layout::{encode_data_uri, Entity, EntityKind, Inpaint, Layout};
 use std::path::{Path, PathBuf};
 
@@ -53,24 +53,22 @@ pub enum DropSource {
 }
 
 fn picture_size(bytes: &[u8]) -> Result<[u32; 2], String> {
-    use crate::layout::{media_type_of, SUPPORTED_PICTURES};
-    let format = image::guess_format(bytes).map_err(|_| {
-        format!("not a picture Glichen reads ({SUPPORTED_PICTURES}), nor a layout JSON or a Glichen PNG")
-    })?;
-    if media_type_of(format).is_none() {
-        return Err(format!(
-            "{format:?} pictures are not supported (use {SUPPORTED_PICTURES})"
-        ));
-    }
-    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(|e| format!("cannot read the picture: {e}"))?;
-    Ok([w, h])
+    crate::layout::picture_header(bytes)
+        .map(|(_, size)| size)
+        .map_err(|e| {
+            // Anything dropped lands here last: say what else a drop could have been.
+            if image::guess_format(bytes).is_err() {
+                format!("{e}, nor a layout JSON or a Glichen PNG")
+            } else {
+                e
+            }
+        })
 }
 
 /// Checks a picture file (blocking: off the UI thread). The layout stores its absolute path.
 pub fn check_picture_file(path: &Path) -> Result<PickedPicture, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::fsio::read_limited(path, crate::layout::MAX_PICTURE_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let size = picture_size(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(PickedPicture {
@@ -101,7 +99,8 @@ pub fn check_picture_bytes(name: &str, bytes: &[u8]) -> Result<PickedPicture, St
 /// unless it was dropped on an image box; other PNG and JPEG pictures serve `purpose`.
 pub(super) fn read_dropped(source: DropSource, purpose: PicturePurpose) -> FileOutcome {
     let (name, bytes, path) = match source {
-        DropSource::Path(path) => match std::fs::read(&path) {
+        // A drop may be a Glichen PNG, the largest thing the studio opens.
+        DropSource::Path(path) => match crate::fsio::read_limited(&path, MAX_PNG_BYTES) {
             Ok(b) => (
                 path.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -480,7 +479,7 @@ impl StudioApp {
         if crate::layout::is_data_uri(reference) {
             "embedded in the layout".into()
         } else {
-            full_path(reference, self.picture_base().as_deref())
+            crate::layout::picture_path(reference, self.picture_base().as_deref())
                 .display()
                 .to_string()
         }

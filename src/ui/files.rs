@@ -7,7 +7,7 @@
 //! resolved against its folder when it is read), so the document keeps working wherever it is
 //! saved next; a save writes them relative to the saved file's folder, or embeds them.
 
-use crate::layout::{CocoImageSelector, DiffusersArgs, GligenMeta, Layout};
+use crate::layout::{import, Layout};
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -28,88 +28,34 @@ pub struct LoadedDoc {
 /// The studio writes its own files (settings, autosave) into a data folder it may have to make.
 pub use crate::fsio::write_atomic_creating_folder as write_atomic;
 
-fn has_key(value: &serde_json::Value, key: &str) -> bool {
-    value.as_object().is_some_and(|o| o.contains_key(key))
-}
-
-/// Parses JSON in any format the studio imports; returns the layout and the format's name.
-pub fn parse_layout_any(text: &str) -> Result<(Layout, &'static str), String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    if !value.is_object() {
-        return Err("expected a JSON object (a Glichen layout, diffusers arguments, GLIGEN meta or COCO annotations)".into());
-    }
-    if has_key(&value, "entities") || has_key(&value, "version") {
-        return Layout::from_json_str(text)
-            .map(|l| (l, "layout"))
-            .map_err(|e| e.to_string());
-    }
-    if has_key(&value, "gligen_phrases") || has_key(&value, "gligen_boxes") {
-        let args: DiffusersArgs =
-            serde_json::from_value(value).map_err(|e| format!("diffusers arguments: {e}"))?;
-        return Layout::from_diffusers_args(&args)
-            .map(|l| (l, "diffusers arguments"))
-            .map_err(|e| e.to_string());
-    }
-    if has_key(&value, "locations") {
-        let meta: GligenMeta =
-            serde_json::from_value(value).map_err(|e| format!("GLIGEN meta: {e}"))?;
-        return Layout::from_gligen_meta(&meta)
-            .map(|l| (l, "GLIGEN inference meta"))
-            .map_err(|e| e.to_string());
-    }
-    if has_key(&value, "images") && has_key(&value, "annotations") {
-        let first = value["images"]
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|i| i.get("id"))
-            .and_then(|id| id.as_u64())
-            .ok_or_else(|| "COCO annotations: no image with an id".to_string())?;
-        return Layout::from_coco(text, CocoImageSelector::Id(first), None)
-            .map(|l| (l, "COCO annotations"))
-            .map_err(|e| e.to_string());
-    }
-    Err("not a Glichen layout: expected \"version\" and \"entities\" (or diffusers arguments, GLIGEN meta, COCO annotations)".into())
-}
-
-/// Reads a document from bytes; `name` picks PNG or JSON by extension, then by content.
+/// Reads a document from bytes (see [`crate::layout::import`]); relative picture paths are made
+/// absolute against the folder of `path`, the file the bytes came from.
 pub fn load_document_bytes(
     name: &str,
     bytes: &[u8],
     path: Option<&Path>,
 ) -> Result<LoadedDoc, String> {
-    let is_png =
-        bytes.starts_with(b"\x89PNG\r\n\x1a\n") || name.to_ascii_lowercase().ends_with(".png");
-    if is_png {
-        let json = crate::layout::png::layout_json_from_png(bytes)?;
-        let mut layout =
-            Layout::from_json_str(&json).map_err(|e| format!("the embedded layout: {e}"))?;
-        absolutize_from(&mut layout, path);
-        let image = image::load_from_memory(bytes).map(|i| i.to_rgb8()).ok();
-        return Ok(LoadedDoc {
-            layout,
-            format: "Glichen PNG",
-            image,
-            save_path: None,
-            source: path.map(Path::to_path_buf),
-        });
-    }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| "not a text file (expected a layout JSON or a Glichen PNG)".to_string())?;
-    let (mut layout, format) = parse_layout_any(text)?;
-    absolutize_from(&mut layout, path);
-    let save_path = if format == "layout" {
-        path.map(Path::to_path_buf)
-    } else {
-        None
-    };
-    Ok(LoadedDoc {
-        layout,
+    let imported = import::import_bytes(name, bytes).map_err(|e| e.to_string())?;
+    Ok(loaded(imported, path))
+}
+
+fn loaded(imported: import::Imported, path: Option<&Path>) -> LoadedDoc {
+    let import::Imported {
+        mut layout,
         format,
-        image: None,
-        save_path,
+        image,
+    } = imported;
+    absolutize_from(&mut layout, path);
+    LoadedDoc {
+        layout,
+        format: format.name(),
+        image,
+        // Only a layout JSON is written back in place; imports and PNGs ask where to save.
+        save_path: path
+            .filter(|_| format == import::ImportFormat::Layout)
+            .map(Path::to_path_buf),
         source: path.map(Path::to_path_buf),
-    })
+    }
 }
 
 /// Resolves the layout's relative picture paths against the folder of the file it came from.
@@ -194,12 +140,8 @@ pub fn save_layout(
 
 /// Reads a document file (blocking: call it off the UI thread).
 pub fn load_document(path: &Path) -> Result<LoadedDoc, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    load_document_bytes(&name, &bytes, Some(path))
+    let imported = import::import_file(path).map_err(|e| e.to_string())?;
+    Ok(loaded(imported, Some(path)))
 }
 
 /// Studio preferences, kept in `settings.json` in the data folder.
@@ -425,29 +367,5 @@ impl Files {
             title: String::new(),
         };
         (files, autosaved, warnings)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn imports_diffusers_arguments() {
-        let json = r#"{"prompt": "a cat", "gligen_phrases": ["a cat"], "gligen_boxes": [[0.1, 0.1, 0.5, 0.5]], "height": 512, "width": 512}"#;
-        let (layout, format) = parse_layout_any(json).unwrap();
-        assert_eq!(format, "diffusers arguments");
-        assert_eq!(layout.entities.len(), 1);
-    }
-
-    #[test]
-    fn refuses_garbage_with_a_message() {
-        assert!(parse_layout_any("not json")
-            .unwrap_err()
-            .contains("not valid JSON"));
-        assert!(parse_layout_any("{\"foo\": 1}")
-            .unwrap_err()
-            .contains("not a Glichen layout"));
-        assert!(parse_layout_any("[1, 2]").is_err());
     }
 }

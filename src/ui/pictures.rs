@@ -6,7 +6,7 @@
 //! down for display; until then the caller gets [`PictureState::Loading`] and draws a placeholder.
 //! Nothing here blocks the UI thread on a file or a decoder.
 
-use crate::layout::{decode_data_uri, is_data_uri};
+use crate::layout::is_data_uri;
 use poll_promise::Promise;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,30 +87,17 @@ pub struct PictureCache {
 const KEEP: usize = 48;
 const STALE_FRAMES: u64 = 600;
 
-/// Where a path reference points, given the layout's folder.
-pub fn full_path(reference: &str, base: Option<&Path>) -> PathBuf {
-    let p = Path::new(reference);
-    match base {
-        Some(dir) if p.is_relative() => dir.join(p),
-        _ => p.to_path_buf(),
-    }
-}
-
 /// Reads the bytes of a reference (blocking: off the UI thread).
 pub fn read_reference(reference: &str, base: Option<&Path>) -> Result<Vec<u8>, String> {
     if reference.trim().is_empty() {
         return Err("no picture given".into());
     }
-    if is_data_uri(reference) {
-        return decode_data_uri(reference).map(|(_, b)| b);
-    }
-    let path = full_path(reference, base);
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    crate::layout::read_picture(reference, base)
 }
 
 /// Decodes picture bytes and scales them down for display (blocking: off the UI thread).
 pub fn decode_for_display(bytes: &[u8]) -> Decoded {
-    let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode: {e}"))?;
+    let img = crate::layout::decode_picture(bytes)?;
     let size = [img.width(), img.height()];
     let img = if img.width() > DISPLAY_SIDE || img.height() > DISPLAY_SIDE {
         img.resize(
