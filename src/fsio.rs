@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let leftovers: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
-            .filter_map(|e| e.ok())
+            .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
@@ -225,7 +225,7 @@ mod tests {
         let parent = dir.parent().unwrap();
         let leftovers = std::fs::read_dir(parent)
             .unwrap()
-            .filter_map(|e| e.ok())
+            .filter_map(Result::ok)
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 name.starts_with(".glichen-fsio-folder") && name.ends_with(".tmp")

@@ -36,11 +36,7 @@ fn layout_paths_that_are_devices_fifos_or_folders_are_refused_at_once() {
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo with a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    for path in [
-        fifo.as_path(),
-        std::path::Path::new("/dev/zero"),
-        tmp.path(),
-    ] {
+    for path in [fifo.as_path(), Path::new("/dev/zero"), tmp.path()] {
         if !path.exists() {
             continue;
         }

@@ -81,7 +81,11 @@ fn out_picks_the_format_by_extension() {
         let carries_layout = glichen::layout::png::layout_json_from_png(&bytes).is_ok();
         assert_eq!(carries_layout, format == image::ImageFormat::Png, "{name}");
         if format != image::ImageFormat::Png {
-            assert!(stderr(&out).contains("does not carry the layout"), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("does not carry the layout"),
+                "{}",
+                stderr(&out)
+            );
         }
     }
 }
@@ -102,7 +106,10 @@ fn an_unknown_out_extension_is_refused_before_the_model_loads() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("not .gif") && err.contains("o.gif"), "{err}");
-    assert!(!err.contains("nonexistent"), "checked before the model: {err}");
+    assert!(
+        !err.contains("nonexistent"),
+        "checked before the model: {err}"
+    );
 }
 
 #[test]
@@ -138,7 +145,10 @@ fn out_and_save_latents_write_through_symlinks_and_refuse_pipes_without_readers(
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let out = generate(&case_layout(), &["--out".as_ref(), link.as_os_str()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(
         image::guess_format(&std::fs::read(&target).unwrap()).unwrap(),
         image::ImageFormat::Png
@@ -158,7 +168,10 @@ fn out_and_save_latents_write_through_symlinks_and_refuse_pipes_without_readers(
     );
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("latents.safetensors") && err.contains("no reader"), "{err}");
+    assert!(
+        err.contains("latents.safetensors") && err.contains("no reader"),
+        "{err}"
+    );
     assert!(is_fifo(&fifo), "the FIFO was replaced");
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -251,7 +264,11 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -289,7 +306,10 @@ fn a_picture_declaring_sixty_thousand_pixels_a_side_is_refused_with_its_size() {
         .entity_image(0, Some(tmp.path()))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("entities[0]") && err.contains("60000 × 60000"), "{err}");
+    assert!(
+        err.contains("entities[0]") && err.contains("60000 × 60000"),
+        "{err}"
+    );
     // Device files as pictures are refused, not read until memory runs out.
     #[cfg(unix)]
     {
@@ -310,7 +330,11 @@ fn errors_name_the_file_once() {
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert_eq!(err.matches("/nonexistent-folder/layout.json").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("/nonexistent-folder/layout.json").count(),
+        1,
+        "{err}"
+    );
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
 
@@ -325,5 +349,8 @@ fn layout_from_png_prints_only_a_layout() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let err = stderr(&out);
-    assert!(err.contains("not-a-layout.png") && err.contains("embedded layout"), "{err}");
+    assert!(
+        err.contains("not-a-layout.png") && err.contains("embedded layout"),
+        "{err}"
+    );
 }

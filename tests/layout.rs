@@ -1312,7 +1312,7 @@ fn coco_round_trip() {
                 for (p, q) in pa.iter().zip(pb) {
                     match (p, q) {
                         (Some(p), Some(q)) => {
-                            assert!((p[0] - q[0]).abs() < 1e-12 && (p[1] - q[1]).abs() < 1e-12)
+                            assert!((p[0] - q[0]).abs() < 1e-12 && (p[1] - q[1]).abs() < 1e-12);
                         }
                         (p, q) => assert_eq!(p, q),
                     }

@@ -54,7 +54,7 @@ fn run_case(dir: &Path, models: &mut HashMap<PathBuf, GligenModel>) -> (f64, f64
             &inputs,
             &mut |u| {
                 if !u.partial {
-                    steps.push((u.step, u.gate_scale, u.total))
+                    steps.push((u.step, u.gate_scale, u.total));
                 }
             },
             &CancelToken::new(),

@@ -172,7 +172,8 @@ fn wrong_shape_in_the_text_encoder_and_vae() {
 #[test]
 fn garbage_weights_file_names_the_file() {
     // Not a safetensors file at all, a truncated one, and a garbage torch pickle.
-    let cases: [(&str, &str, fn(&[u8]) -> Vec<u8>); 3] = [
+    type Corrupt = fn(&[u8]) -> Vec<u8>;
+    let cases: [(&str, &str, Corrupt); 3] = [
         ("tiny-a", UNET_ST, |_| {
             b"this is not a safetensors file".to_vec()
         }),
@@ -195,7 +196,7 @@ fn garbage_weights_file_names_the_file() {
         );
         match TensorFile::open(&path) {
             Err(e @ WeightsError::Unreadable { .. }) => {
-                assert!(e.to_string().contains(&path.display().to_string()))
+                assert!(e.to_string().contains(&path.display().to_string()));
             }
             Err(e) => panic!("{file}: expected Unreadable, got {e:?}"),
             Ok(_) => panic!("{file}: garbage opened"),

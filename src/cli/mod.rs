@@ -119,9 +119,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let json =
                 glichen::layout::png::read_layout_chunk(&image).map_err(anyhow::Error::msg)?;
             // Printed only once it reads as a layout: a chunk of anything else is not ours.
-            glichen::layout::Layout::from_json_str(&json).map_err(|e| {
-                anyhow::anyhow!("{}: the embedded layout: {e}", image.display())
-            })?;
+            glichen::layout::Layout::from_json_str(&json)
+                .map_err(|e| anyhow::anyhow!("{}: the embedded layout: {e}", image.display()))?;
             println!("{json}");
             Ok(())
         }
@@ -183,8 +182,12 @@ impl OutFormat {
             }
             OutFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
                 .encode_image(img)?,
-            OutFormat::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut bytes)
-                .encode(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?,
+            OutFormat::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut bytes).encode(
+                img.as_raw(),
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )?,
         }
         Ok(bytes)
     }
@@ -272,7 +275,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             Some(p) if layout.inpaint.is_some() => Some(pipeline::RecordedNoise::load(p)?),
             _ => None,
         },
-        base_dir: glichen::layout::Layout::base_dir(&args.layout).map(|p| p.to_path_buf()),
+        base_dir: glichen::layout::Layout::base_dir(&args.layout).map(Path::to_path_buf),
     };
     let result = model.generate_with(
         &layout,

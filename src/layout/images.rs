@@ -467,7 +467,7 @@ fn lexical_normal(path: &Path) -> Vec<Component<'_>> {
                 Some(Component::Normal(_)) => {
                     out.pop();
                 }
-                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
+                Some(Component::RootDir | Component::Prefix(_)) => {}
                 _ => out.push(c),
             },
             other => out.push(other),
@@ -556,10 +556,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("p.webp"), &bytes).unwrap();
         let mut layout = Layout::default();
-        layout.entities.push(crate::layout::Entity::StyleImage {
+        layout.entities.push(Entity::StyleImage {
             image: "p.webp".into(),
         });
-        layout.entities.push(crate::layout::Entity::StyleImage {
+        layout.entities.push(Entity::StyleImage {
             image: encode_data_uri(&bytes, "image/webp"),
         });
         for i in 0..2 {

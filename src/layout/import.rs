@@ -185,17 +185,29 @@ mod tests {
     #[test]
     fn refuses_garbage_with_a_message() {
         let msg = |t: &str| import_json(t).unwrap_err().to_string();
-        assert!(msg("not json").contains("not valid JSON"), "{}", msg("not json"));
+        assert!(
+            msg("not json").contains("not valid JSON"),
+            "{}",
+            msg("not json")
+        );
         assert!(msg("{\"foo\": 1}").contains("not a document Glichen opens"));
-        assert!(msg("[1, 2]").contains("expected a JSON object"), "{}", msg("[1, 2]"));
-        let bytes = import_bytes("x.json", b"\xff\xfe{}").unwrap_err().to_string();
+        assert!(
+            msg("[1, 2]").contains("expected a JSON object"),
+            "{}",
+            msg("[1, 2]")
+        );
+        let bytes = import_bytes("x.json", b"\xff\xfe{}")
+            .unwrap_err()
+            .to_string();
         assert!(bytes.contains("not a text file"), "{bytes}");
     }
 
     #[test]
     fn a_glichen_png_opens_with_its_picture() {
-        let layout = Layout::from_json_str(r#"{"version": 1, "width": 512, "height": 512, "prompt": "a cat", "entities": []}"#)
-            .unwrap();
+        let layout = Layout::from_json_str(
+            r#"{"version": 1, "width": 512, "height": 512, "prompt": "a cat", "entities": []}"#,
+        )
+        .unwrap();
         let img = image::RgbImage::from_pixel(4, 3, image::Rgb([1, 2, 3]));
         let bytes =
             super::super::png::encode_png_with_layout(&img, &layout.to_json_pretty().unwrap())

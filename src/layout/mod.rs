@@ -41,8 +41,8 @@ pub use convert::{
 pub use history::{History, DEFAULT_HISTORY_LIMIT};
 pub use images::{
     base64_decode, base64_encode, decode_data_uri, decode_picture, encode_data_uri, is_data_uri,
-    media_type_of, picture_header, picture_path, png_data_uri, read_picture, MAX_PICTURE_BYTES, MAX_PICTURE_SIDE,
-    SUPPORTED_PICTURES,
+    media_type_of, picture_header, picture_path, png_data_uri, read_picture, MAX_PICTURE_BYTES,
+    MAX_PICTURE_SIDE, SUPPORTED_PICTURES,
 };
 pub use keypoints::{COCO_KEYPOINT_NAMES, KEYPOINTS_PER_PERSON};
 pub use validate::{ModelLimits, ValidationErrors, ValidationIssue};
@@ -555,13 +555,12 @@ impl Layout {
     /// relative to it (pass [`Layout::base_dir`] to the image functions).
     pub fn load(path: impl AsRef<Path>) -> Result<Layout, LayoutError> {
         let path = path.as_ref();
-        let text =
-            crate::fsio::read_text_limited(path, parse::MAX_LAYOUT_BYTES).map_err(|source| {
-                LayoutError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let text = crate::fsio::read_text_limited(path, MAX_LAYOUT_BYTES).map_err(|source| {
+            LayoutError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         Layout::from_json_str(&text).map_err(|e| e.in_file(path))
     }
 

@@ -61,7 +61,7 @@ pub struct GroupNorm {
 }
 
 pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    if groups == 0 || channels % groups != 0 {
+    if groups == 0 || !channels.is_multiple_of(groups) {
         candle_core::bail!("GroupNorm: {channels} channels do not split into {groups} groups");
     }
     Ok(GroupNorm {

@@ -169,12 +169,12 @@ pub fn check_supported(cfg: &UNetConfig) -> std::result::Result<(), String> {
             n
         ));
     }
-    for t in cfg.down_block_types.iter() {
+    for t in &cfg.down_block_types {
         if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
             return Err(format!("down block type {t} is not supported"));
         }
     }
-    for t in cfg.up_block_types.iter() {
+    for t in &cfg.up_block_types {
         if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
             return Err(format!("up block type {t} is not supported"));
         }
@@ -194,7 +194,7 @@ pub fn check_supported(cfg: &UNetConfig) -> std::result::Result<(), String> {
         return Err("dual_cross_attention is not supported".into());
     }
     match &cfg.only_cross_attention {
-        None | Some(serde_json::Value::Bool(false)) | Some(serde_json::Value::Null) => {}
+        None | Some(serde_json::Value::Bool(false) | serde_json::Value::Null) => {}
         Some(v) => return Err(format!("only_cross_attention {v} is not supported")),
     }
     if cfg.class_embed_type.is_some() || cfg.addition_embed_type.is_some() {
@@ -221,7 +221,7 @@ pub fn check_supported(cfg: &UNetConfig) -> std::result::Result<(), String> {
         return Err("mid_block_scale_factor other than 1 is not supported".into());
     }
     match cfg.attention_type.as_deref() {
-        None | Some("default") | Some("gated") | Some("gated-text-image") => {}
+        None | Some("default" | "gated" | "gated-text-image") => {}
         Some(t) => return Err(format!("attention_type {t} is not supported")),
     }
     Ok(())
@@ -373,7 +373,7 @@ impl UNet2DConditionModel {
         }
         let gated = matches!(
             cfg.attention_type.as_deref(),
-            Some("gated") | Some("gated-text-image")
+            Some("gated" | "gated-text-image")
         );
         let groups = cfg.norm_num_groups;
         let time_dim = cfg.time_embedding_dim.unwrap_or(boc[0] * 4);
@@ -524,7 +524,7 @@ impl UNet2DConditionModel {
         let conv_norm_out = group_norm(groups, boc[0], cfg.norm_eps, vb.pp("conv_norm_out"))?;
         let conv_out = conv2d(boc[0], cfg.out_channels, 3, conv3, vb.pp("conv_out"))?;
         let position_net = match cfg.attention_type.as_deref() {
-            Some("gated") | Some("gated-text-image") => {
+            Some("gated" | "gated-text-image") => {
                 Some(PositionNet::new(vb.pp("position_net"), r.cross[0])?)
             }
             _ => None,

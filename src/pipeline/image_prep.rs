@@ -422,7 +422,9 @@ fn pil_coeffs(in_size: usize, out_size: usize, filter: PilFilter) -> Vec<(usize,
                 .collect();
             let ww: f64 = w.iter().sum();
             if ww != 0.0 {
-                w.iter_mut().for_each(|v| *v /= ww);
+                for v in &mut w {
+                    *v /= ww;
+                }
             }
             let scale_fp = (1u32 << PRECISION_BITS) as f64;
             let k = w

@@ -135,7 +135,11 @@ fn inpaint_mask(
     device: &Device,
 ) -> Result<Tensor, PipelineError> {
     let mut mask = vec![1f32; h * w];
-    for b in layout.entities.iter().filter_map(|e| e.bbox()) {
+    for b in layout
+        .entities
+        .iter()
+        .filter_map(super::super::layout::Entity::bbox)
+    {
         let (x0, x1) = ((b[0] * w as f64) as usize, (b[2] * w as f64) as usize);
         let (y0, y1) = ((b[1] * h as f64) as usize, (b[3] * h as f64) as usize);
         for y in y0.min(h)..y1.min(h) {

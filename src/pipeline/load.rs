@@ -291,7 +291,7 @@ impl GligenModel {
         let unet_cfg: UNetConfig = folder.config("unet")?;
         if !matches!(
             unet_cfg.attention_type.as_deref(),
-            Some("gated") | Some("gated-text-image")
+            Some("gated" | "gated-text-image")
         ) {
             return Err(LoadError::NotGligen {
                 path: folder.root.join("unet/config.json"),

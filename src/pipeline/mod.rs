@@ -86,7 +86,7 @@ impl CancelToken {
         Self::default()
     }
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
+        self.0.store(true, Ordering::SeqCst);
     }
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
@@ -212,18 +212,18 @@ impl GligenModel {
                 .unet
                 .position_net
                 .as_ref()
-                .is_some_and(|p| p.is_text_image())
+                .is_some_and(super::model::position_net::PositionNet::is_text_image)
                 && self.image_grounding.is_some(),
             supports_keypoints: self
                 .unet
                 .position_net
                 .as_ref()
-                .is_some_and(|p| p.is_keypoint()),
+                .is_some_and(super::model::position_net::PositionNet::is_keypoint),
             max_people: self
                 .unet
                 .position_net
                 .as_ref()
-                .and_then(|p| p.max_persons())
+                .and_then(super::model::position_net::PositionNet::max_persons)
                 .unwrap_or(8),
             supports_inpainting: self.unet.config.in_channels == 2 * self.latent_channels() + 1,
             ..ModelLimits::default()
@@ -469,7 +469,7 @@ impl GligenModel {
         }
         // A NaN anywhere (a scale or schedule that overflows) decodes to a black picture that
         // looks like a result; say what happened instead.
-        noise::ensure_finite(&latents, "the final latents").map_err(|e| match e {
+        ensure_finite(&latents, "the final latents").map_err(|e| match e {
             PipelineError::NonFinite(m) => PipelineError::NonFinite(format!(
                 "{m}: the sampling diverged (guidance_scale {}, {} steps, scheduler {})",
                 options.guidance_scale, options.steps, options.scheduler
@@ -539,7 +539,7 @@ impl GligenModel {
                 shape.3
             )));
         }
-        noise::ensure_finite(t, "the initial latents")?;
+        ensure_finite(t, "the initial latents")?;
         t.to_device(&self.device)
             .ctx("initial latents")?
             .to_dtype(DType::F32)

@@ -298,7 +298,7 @@ mod tests {
     fn seeded_draws_come_from_their_own_streams() {
         let dev = Device::Cpu;
         let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let like = Tensor::zeros((1, 4, 2, 3), candle_core::DType::F32, &dev).unwrap();
+        let like = Tensor::zeros((1, 4, 2, 3), DType::F32, &dev).unwrap();
         let mut source = NoiseSource::new(5, None);
         let first = source
             .renoise(RenoiseDraw::Evaluation(0), &like, &dev)
@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn recorded_draws_are_indexed_and_counted() {
         let dev = Device::Cpu;
-        let like = Tensor::zeros((1, 4, 2, 3), candle_core::DType::F32, &dev).unwrap();
+        let like = Tensor::zeros((1, 4, 2, 3), DType::F32, &dev).unwrap();
         let recorded = RecordedNoise {
             vae_noise: like.clone(),
             step_noise: seeded_noise(1, (2, 4, 2, 3), &dev)

@@ -49,7 +49,7 @@ pub(super) fn run_dialog(dialogs: &Dialogs, kind: &DialogKind) -> Option<PathBuf
         #[cfg(feature = "testing")]
         Dialogs::Scripted(q) => q
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop_front()
             .flatten(),
         Dialogs::Native => match kind {

@@ -322,7 +322,7 @@ impl StudioApp {
                 self.doc.edit("open a picture to inpaint", |l| {
                     l.inpaint = Some(Inpaint {
                         image: picked.reference,
-                    })
+                    });
                 });
                 // The old result is not what the boxes are drawn over any more.
                 self.generation.canvas_image = None;
@@ -373,7 +373,7 @@ impl StudioApp {
                 }
                 k += 1;
                 keep
-            })
+            });
         });
         self.doc.selection = new_selection;
         self.status = "Style image removed".into();

@@ -284,20 +284,20 @@ impl StudioApp {
                         self.doc.saved_embed = self.files.settings.embed_pictures;
                     }
                     FileOutcome::Saved(Err(e)) => {
-                        self.notify(NoticeLevel::Error, format!("Could not save: {e}"))
+                        self.notify(NoticeLevel::Error, format!("Could not save: {e}"));
                     }
                     FileOutcome::Exported(Ok(path)) => {
-                        self.status = format!("Exported {}", path.display())
+                        self.status = format!("Exported {}", path.display());
                     }
                     FileOutcome::Exported(Err(e)) => {
-                        self.notify(NoticeLevel::Error, format!("Could not export: {e}"))
+                        self.notify(NoticeLevel::Error, format!("Could not export: {e}"));
                     }
                     FileOutcome::ModelPicked(Some(path)) => {
                         let request = self.load_request(&path.display().to_string());
                         self.load_model(request);
                     }
                     FileOutcome::Picture(purpose, Ok(picked)) => {
-                        self.apply_picture(purpose, picked)
+                        self.apply_picture(purpose, picked);
                     }
                     FileOutcome::Picture(_, Err(e)) => self.notify(
                         NoticeLevel::Error,

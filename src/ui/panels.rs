@@ -39,7 +39,7 @@ impl StudioApp {
         self.doc
             .issues()
             .under(path)
-            .map(|i| i.to_string())
+            .map(ToString::to_string)
             .collect()
     }
 
@@ -143,7 +143,7 @@ impl StudioApp {
             match self.tool_blocker(t) {
                 None => self.canvas.tool = t,
                 Some(reason) => {
-                    self.notify(NoticeLevel::Warning, format!("That tool is off: {reason}."))
+                    self.notify(NoticeLevel::Warning, format!("That tool is off: {reason}."));
                 }
             }
         }
@@ -396,7 +396,7 @@ impl StudioApp {
                     for (k, item) in self.generation.history_items.iter().enumerate() {
                         let size = item.texture.size_vec2();
                         let scale = 72.0 / size.y.max(1.0);
-                        let button = egui::Button::image(egui::Image::new((item.texture.id(), size * scale)))
+                        let button = Button::image(egui::Image::new((item.texture.id(), size * scale)))
                             .selected(matches!(&self.generation.canvas_image, Some(CanvasImage::Result { texture, .. }) if texture.id() == item.texture.id()));
                         let r = ui.add(button).on_hover_text(format!(
                             "{} · seed {} · {} steps · α₀ {:.2} · {:.1?}\n{}",

@@ -121,7 +121,7 @@ impl PictureCache {
     pub fn poll(&mut self, ctx: &egui::Context) {
         self.frame += 1;
         let mut finished = Vec::new();
-        for (key, (entry, _)) in self.entries.iter() {
+        for (key, (entry, _)) in &self.entries {
             if let Entry::Loading(p) = entry {
                 if p.ready().is_some() {
                     finished.push(key.clone());

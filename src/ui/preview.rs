@@ -71,7 +71,7 @@ impl GpuPreview {
                     ty: wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
                         has_dynamic_offset: false,
-                        min_binding_size: NonZeroU64::new(std::mem::size_of::<Params>() as u64),
+                        min_binding_size: NonZeroU64::new(size_of::<Params>() as u64),
                     },
                     count: None,
                 },
@@ -109,7 +109,7 @@ impl GpuPreview {
         });
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("glichen latent preview params"),
-            size: std::mem::size_of::<Params>() as u64,
+            size: size_of::<Params>() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -393,7 +393,7 @@ impl PreviewRenderer {
             Some(t) => t.set(image, egui::TextureOptions::LINEAR),
             None => {
                 self.cpu_texture =
-                    Some(ctx.load_texture("glichen-preview", image, egui::TextureOptions::LINEAR))
+                    Some(ctx.load_texture("glichen-preview", image, egui::TextureOptions::LINEAR));
             }
         }
         self.cpu_texture.clone().map(PreviewTexture::Cpu)

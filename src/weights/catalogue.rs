@@ -292,7 +292,7 @@ pub fn fetch_repo(
         unet_config
             .parent()
             .and_then(|p| p.parent())
-            .map(|p| p.to_path_buf())
+            .map(std::path::Path::to_path_buf)
             .ok_or_else(|| err("downloaded files have no common folder".into()))
     };
     let repo = api(&progress)?.repo(hub_repo.clone());
@@ -378,7 +378,7 @@ pub fn fetch_files(
     paths
         .first()
         .and_then(|p| p.parent())
-        .map(|p| p.to_path_buf())
+        .map(std::path::Path::to_path_buf)
         .ok_or_else(|| WeightsError::Download {
             repo: repo_id.to_string(),
             message: "no files asked for".into(),
@@ -416,7 +416,7 @@ mod tests {
                 ..p
             },
             report: std::sync::Arc::new(move |p: &DownloadProgress| {
-                sink.lock().unwrap().push(p.done)
+                sink.lock().unwrap().push(p.done);
             }),
             last: None,
         };

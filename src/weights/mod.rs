@@ -68,7 +68,7 @@ fn read_pickle(path: &Path, key: Option<&str>) -> candle_core::Result<Vec<(Strin
     .unwrap_or_else(|payload| {
         let what = payload
             .downcast_ref::<&str>()
-            .map(|s| s.to_string())
+            .map(ToString::to_string)
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".into());
         Err(candle_core::Error::Msg(format!(
@@ -277,7 +277,7 @@ pub(crate) fn first_weights_file<S: AsRef<str>>(
             component: component.to_string(),
             looked_for: candidates
                 .iter()
-                .map(|c| c.as_ref())
+                .map(AsRef::as_ref)
                 .collect::<Vec<_>>()
                 .join(", "),
         })
@@ -346,7 +346,7 @@ pub fn looks_like_repo_id(spec: &str) -> bool {
 /// into the Hugging Face cache when not already there.
 pub fn resolve_model(
     spec: &str,
-    progress: impl Into<catalogue::Progress>,
+    progress: impl Into<Progress>,
 ) -> Result<ModelSource, WeightsError> {
     let progress = progress.into();
     let path = Path::new(spec);

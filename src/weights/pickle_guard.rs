@@ -99,7 +99,7 @@ pub fn check_checkpoint(path: &Path) -> Result<(), PickleGuardError> {
         .map_err(|e| PickleGuardError::Zip(e.to_string()))?;
     let names = zip
         .file_names()
-        .map(|n| n.map(|n| n.into_owned()))
+        .map(|n| n.map(std::borrow::Cow::into_owned))
         .collect::<Result<Vec<String>, _>>()
         .map_err(|e| PickleGuardError::Zip(e.to_string()))?;
     for name in names.iter().filter(|n| n.ends_with("data.pkl")) {
@@ -342,12 +342,8 @@ mod tests {
     #[test]
     fn nested_tuples_through_marks_are_refused() {
         let mut p = vec![0x80, 2];
-        for _ in 0..1000 {
-            p.push(b'(');
-        }
-        for _ in 0..1000 {
-            p.push(b't');
-        }
+        p.extend([b'('; 1000]);
+        p.extend([b't'; 1000]);
         p.push(b'.');
         assert!(matches!(
             check_pickle("data.pkl", &p),

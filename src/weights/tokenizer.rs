@@ -83,7 +83,10 @@ impl ClipTokenizer {
                     pad_token = v.get("pad_token").and_then(special_token);
                 }
                 // transformers writes a huge sentinel for "no limit"; such values keep CLIP's 77.
-                if let Some(m) = v.get("model_max_length").and_then(|m| m.as_u64()) {
+                if let Some(m) = v
+                    .get("model_max_length")
+                    .and_then(serde_json::Value::as_u64)
+                {
                     if m < 3 {
                         return Err(WeightsError::Config {
                             path: p.clone(),
@@ -213,7 +216,7 @@ impl ClipTokenizer {
         let pre =
             PreTokenizerSequence::new(vec![split.into(), ByteLevel::new(false, true, true).into()]);
         tok.with_pre_tokenizer(Some(pre));
-        tok.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+        tok.with_decoder(Some(ByteLevel::default()));
         Ok(tok)
     }
 

@@ -53,7 +53,9 @@ pub struct Worker {
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Worker {
@@ -70,7 +72,7 @@ impl Worker {
                     tx: event_tx,
                     repaint,
                 };
-                serve::supervise(command_rx, out, thread_shared)
+                serve::supervise(command_rx, out, thread_shared);
             })
             .expect("spawning the worker thread");
         Self {

@@ -12,7 +12,7 @@ pub(super) fn supervise(commands: Receiver<Command>, out: Outbox, shared: Arc<Mu
     let mut state = State { model: None };
     loop {
         let result = catch_unwind(AssertUnwindSafe(|| {
-            serve(&commands, &out, &shared, &mut state)
+            serve(&commands, &out, &shared, &mut state);
         }));
         match result {
             Ok(()) => return,

@@ -172,7 +172,7 @@ fn frame_times_during_generation() {
         started.elapsed().as_secs_f64(),
         previews,
         std::thread::available_parallelism()
-            .map(|n| n.get())
+            .map(std::num::NonZero::get)
             .unwrap_or(1)
     );
     println!(

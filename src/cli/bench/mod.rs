@@ -119,12 +119,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             pipeline::MAX_GROUNDING_SLOTS
         );
     }
-    if args.size < 64 || args.size % 64 != 0 {
+    if args.size < 64 || !args.size.is_multiple_of(64) {
         bail!("--size must be a multiple of 64 (SD's UNet halves 64×64 latents three times)");
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
-            .map(|n| n.get())
+            .map(std::num::NonZero::get)
             .unwrap_or(1)
     });
     if threads == 0 {
@@ -188,7 +188,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         for (side, rs) in [("glichen", &glichen_rows), ("diffusers", &diffusers_rows)] {
-            for r in rs.iter() {
+            for r in rs {
                 let mut v = serde_json::to_value(r)?;
                 v["side"] = serde_json::Value::from(side);
                 writeln!(f, "{v}")?;

@@ -64,7 +64,7 @@ impl LoadProbe {
         let (b0, o0) = self.ticks?;
         let (b1, o1) = cpu_ticks()?;
         let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
+            .map(std::num::NonZero::get)
             .unwrap_or(1) as f64;
         let wall = self.at.elapsed().as_secs_f64();
         if wall < 0.5 {
@@ -101,7 +101,7 @@ pub(super) fn cpu_model() -> String {
         }
     }
     let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(1);
     if isa.is_empty() {
         format!("{name}, {cores} logical CPUs")

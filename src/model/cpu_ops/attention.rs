@@ -78,7 +78,6 @@ impl CustomOp3 for FusedAttention {
         let blocks = n.div_ceil(qb);
         let scale = self.scale;
         (0..b * h * blocks).into_par_iter().for_each(|task| {
-            let out_ptr = out_ptr;
             let (bh, blk) = (task / blocks, task % blocks);
             let (bi, hi) = (bh / h, bh % h);
             let r0 = blk * qb;
@@ -121,9 +120,11 @@ impl CustomOp3 for FusedAttention {
                 for (row, inv) in scores.chunks_exact_mut(m).zip(inv_sums.iter_mut()) {
                     *inv = 1.0 / softmax_numerator(row);
                 }
+                // SAFETY: v is read inside its shape; the output rows r0..r0+rows of head hi are
+                // this task's alone.
                 unsafe {
                     let v0 = v.as_ptr().add(bi * m * vd + hi * dv);
-                    let o0 = out_ptr.0.add((bi * n + r0) * vd + hi * dv);
+                    let o0 = out_ptr.get().add((bi * n + r0) * vd + hi * dv);
                     gemm::gemm(
                         rows,
                         dv,

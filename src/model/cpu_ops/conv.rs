@@ -78,7 +78,6 @@ impl CustomOp3 for FusedConv2d {
         let threads = rayon::current_num_threads();
         let out_ptr = SendPtr(out.as_mut_ptr());
         let run = |task: usize, par: gemm::Parallelism| {
-            let out_ptr = out_ptr;
             let (bi, ti) = (task / tiles, task % tiles);
             let t0 = ti * tile;
             let tn = tile.min(pix - t0);
@@ -90,7 +89,7 @@ impl CustomOp3 for FusedConv2d {
                     co,
                     tn,
                     ksz,
-                    out_ptr.0.add(bi * co * pix + t0),
+                    out_ptr.get().add(bi * co * pix + t0),
                     1,
                     pix as isize,
                     true,
@@ -106,7 +105,7 @@ impl CustomOp3 for FusedConv2d {
                     false,
                     false,
                     par,
-                )
+                );
             };
             if direct {
                 run_gemm(xb[t0..].as_ptr(), pix);

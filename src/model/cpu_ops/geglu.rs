@@ -24,7 +24,7 @@ impl candle_core::CustomOp1 for FusedGeglu {
         let xs = f32_slice(s, l, "input")?;
         let dims = l.shape().dims();
         let two = *dims.last().unwrap_or(&0);
-        if two % 2 != 0 || two == 0 {
+        if !two.is_multiple_of(2) || two == 0 {
             candle_core::bail!("fused GEGLU: last dimension {two} is not even");
         }
         let inner = two / 2;
@@ -49,13 +49,13 @@ fn geglu_row(h: &[f32], g: &[f32], out: &mut [f32]) {
             return unsafe { geglu_row_avx2(h, g, out) };
         }
     }
-    geglu_row_portable(h, g, out)
+    geglu_row_portable(h, g, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn geglu_row_avx2(h: &[f32], g: &[f32], out: &mut [f32]) {
-    geglu_row_portable(h, g, out)
+    geglu_row_portable(h, g, out);
 }
 
 #[inline(always)]

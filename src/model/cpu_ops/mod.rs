@@ -41,8 +41,19 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
 /// A raw pointer that may cross into rayon tasks; every task writes a disjoint region.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
+// SAFETY: the pointer is only dereferenced inside the kernels, whose tasks write disjoint regions
+// of a buffer that outlives the parallel loop.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: no two tasks touch the same element.
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer. A method (not `.0`) so that closures capture the whole `SendPtr`, which is
+    /// `Send`, rather than the bare field, which is not.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -71,7 +82,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 5e-1;
     let p = p * r * r + r + 1.0;
     // 2ⁿ from the bits of n + 127 + 2²³ (an exact integer in the low mantissa bits) shifted into
     // the exponent field: `n as i32` would saturate and stop the loop from vectorising.

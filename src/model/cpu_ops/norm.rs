@@ -47,7 +47,7 @@ impl CustomOp3 for FusedGroupNorm {
         }
         let c = dims[1];
         let g = self.groups;
-        if g == 0 || c % g != 0 || l2.shape().dims1()? != c || l3.shape().dims1()? != c {
+        if g == 0 || !c.is_multiple_of(g) || l2.shape().dims1()? != c || l3.shape().dims1()? != c {
             candle_core::bail!(
                 "fused group norm: {g} groups, input {:?}, weight {:?}, bias {:?}",
                 l1.shape(),
@@ -109,13 +109,13 @@ fn affine_row(x: &[f32], out: &mut [f32], scale: f32, shift: f32, silu: bool) {
             return unsafe { affine_row_avx2(x, out, scale, shift, silu) };
         }
     }
-    affine_row_portable(x, out, scale, shift, silu)
+    affine_row_portable(x, out, scale, shift, silu);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn affine_row_avx2(x: &[f32], out: &mut [f32], scale: f32, shift: f32, silu: bool) {
-    affine_row_portable(x, out, scale, shift, silu)
+    affine_row_portable(x, out, scale, shift, silu);
 }
 
 #[inline(always)]

@@ -434,7 +434,7 @@ fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
     let s0 = s[0];
     let st = s[s.len() - 1];
     let scale = s0 / (s0 - st);
-    for v in s.iter_mut() {
+    for v in &mut s {
         *v -= st;
         *v *= scale;
     }

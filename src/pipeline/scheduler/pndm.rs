@@ -16,8 +16,9 @@ pub struct PndmScheduler {
     alphas: Alphas,
     prk_timesteps: Vec<usize>,
     timesteps: Vec<usize>,
-    num_inference_steps: usize,
-    /// Sampling steps actually run: `num_inference_steps` except for LDM-uniform spacing.
+    /// The `num_inference_steps` asked for (diffusers' step ratio is computed from it).
+    requested_steps: usize,
+    /// Sampling steps actually run: the requested number except for LDM-uniform spacing.
     steps: usize,
     num_train_timesteps: usize,
     prediction_type: PredictionType,
@@ -101,7 +102,7 @@ impl PndmScheduler {
             alphas: Alphas::new(cfg, SchedulerKind::Pndm)?,
             prk_timesteps,
             timesteps,
-            num_inference_steps,
+            requested_steps: num_inference_steps,
             steps,
             num_train_timesteps: cfg.num_train_timesteps,
             prediction_type: cfg.prediction_type,
@@ -121,7 +122,7 @@ impl PndmScheduler {
 
     /// `num_train_timesteps // num_inference_steps`
     fn step_ratio(&self) -> i64 {
-        (self.num_train_timesteps / self.num_inference_steps) as i64
+        (self.num_train_timesteps / self.requested_steps) as i64
     }
 
     fn step_prk(

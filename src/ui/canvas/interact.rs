@@ -297,7 +297,7 @@ impl StudioApp {
             }
             // Includes a person placed by this drag (the person tool): one undo step.
             DragOp::MoveJoint { .. } | DragOp::MovePerson { .. } => {
-                self.doc.finish_live(&drag.before)
+                self.doc.finish_live(&drag.before);
             }
             DragOp::Pan | DragOp::None => {}
         }

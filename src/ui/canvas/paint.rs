@@ -426,7 +426,7 @@ fn person(
     }
     let right = color.gamma_multiply(0.6);
     let width = if selected { 4.0 } else { 3.0 };
-    for &(a, b) in COCO_SKELETON.iter() {
+    for &(a, b) in &COCO_SKELETON {
         if let (Some(Some(pa)), Some(Some(pb))) = (joints.get(a), joints.get(b)) {
             let c = if is_left_joint(a) || is_left_joint(b) {
                 color
