@@ -416,6 +416,21 @@ fn a_rebuild_call_with_too_few_arguments_is_an_error_not_a_panic() {
     assert!(err.contains("malformed torch pickle"), "{err}");
 }
 
+#[test]
+fn a_pickle_that_would_run_a_command_is_refused_by_name_and_runs_nothing() {
+    // Made by Python's own pickle from an object whose __reduce__ is os.system("touch …").
+    let marker = Path::new("/tmp/glichen-pickle-ran-a-command");
+    let _ = std::fs::remove_file(marker);
+    let file = common::fixtures().join("hostile/reduce_runs_a_command.bin");
+    let err = match TensorFile::open(&file) {
+        Ok(_) => panic!("a pickle naming posix.system was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("reduce_runs_a_command.bin"), "{err}");
+    assert!(err.contains("`posix.system`"), "{err}");
+    assert!(!marker.exists(), "the command ran");
+}
+
 /// A torch-style checkpoint (zip with `archive/data.pkl`) holding `pickle`.
 fn write_checkpoint(path: &Path, pickle: &[u8]) {
     use std::io::Write;

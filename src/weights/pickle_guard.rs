@@ -11,6 +11,12 @@
 //!
 //! Only the opcodes candle understands are replayed, with candle's own meaning; anything else
 //! (an unknown opcode, a stack underflow) stops the dry run and is left to candle to report.
+//!
+//! candle never calls what a pickle names, so nothing in a file can run; still, a checkpoint
+//! has no reason to name anything but tensors, storages, containers and config data, and one
+//! that names `os.system` is hostile or broken. Every GLOBAL is checked against an allow-list
+//! ([`allowed_global`], modelled on torch's `weights_only` loader plus the omegaconf classes that
+//! original GLIGEN checkpoints carry in `config_dict`) and anything else is refused by name.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -84,6 +90,15 @@ pub enum PickleGuardError {
         offset: usize,
         len: u64,
     },
+    #[error(
+        "{entry}: the pickle names `{global}` (at byte {offset}); a checkpoint holds only tensors, \
+         storages, containers and config data, so it is refused"
+    )]
+    ForbiddenGlobal {
+        entry: String,
+        offset: usize,
+        global: String,
+    },
     #[error("{entry}: the pickle stream is larger than {MAX_PICKLE_BYTES} bytes")]
     TooLarge { entry: String },
     #[error("not a readable zip archive: {0}")]
@@ -154,8 +169,19 @@ pub fn check_pickle(entry: &str, data: &[u8]) -> Result<(), PickleGuardError> {
                 let (Some(module), Some(class)) = (module, class) else {
                     return Ok(());
                 };
-                let is_dict = module == b"collections"
-                    && (class == b"OrderedDict" || class == b"defaultdict");
+                let (module, class) = (
+                    String::from_utf8_lossy(module),
+                    String::from_utf8_lossy(class),
+                );
+                if !allowed_global(&module, &class) {
+                    return Err(PickleGuardError::ForbiddenGlobal {
+                        entry: entry.to_owned(),
+                        offset,
+                        global: format!("{module}.{class}"),
+                    });
+                }
+                let is_dict =
+                    module == "collections" && (class == "OrderedDict" || class == "defaultdict");
                 Some(Item::leaf(if is_dict {
                     Kind::DictClass
                 } else {
@@ -296,6 +322,79 @@ pub fn check_pickle(entry: &str, data: &[u8]) -> Result<(), PickleGuardError> {
     Ok(())
 }
 
+/// Whether a checkpoint may name `module.name`: torch's tensor and storage rebuilders, dtypes and
+/// sizes; plain containers and scalars (Python 3 and 2 spellings); numpy scalars and arrays as
+/// torch's `weights_only` loader accepts them; the omegaconf config classes and `typing` markers.
+pub fn allowed_global(module: &str, name: &str) -> bool {
+    match module {
+        "torch" => {
+            name.ends_with("Storage")
+                || matches!(
+                    name,
+                    "Size"
+                        | "device"
+                        | "float16"
+                        | "float32"
+                        | "float64"
+                        | "bfloat16"
+                        | "half"
+                        | "float"
+                        | "double"
+                        | "int8"
+                        | "int16"
+                        | "int32"
+                        | "int64"
+                        | "uint8"
+                        | "long"
+                        | "int"
+                        | "bool"
+                )
+        }
+        "torch._utils" => matches!(
+            name,
+            "_rebuild_tensor"
+                | "_rebuild_tensor_v2"
+                | "_rebuild_parameter"
+                | "_rebuild_parameter_with_state"
+        ),
+        "torch._tensor" => name == "_rebuild_from_type_v2",
+        "collections" => matches!(name, "OrderedDict" | "defaultdict"),
+        "builtins" | "__builtin__" => matches!(
+            name,
+            "dict"
+                | "list"
+                | "tuple"
+                | "set"
+                | "frozenset"
+                | "int"
+                | "long"
+                | "float"
+                | "complex"
+                | "bool"
+                | "str"
+                | "unicode"
+                | "bytes"
+                | "bytearray"
+                | "slice"
+                | "object"
+        ),
+        "typing" => matches!(
+            name,
+            "Any" | "Dict" | "List" | "Optional" | "Tuple" | "Union"
+        ),
+        "omegaconf.base" | "omegaconf.dictconfig" | "omegaconf.listconfig" | "omegaconf.nodes" => {
+            name.chars().next().is_some_and(char::is_uppercase)
+        }
+        "numpy" => matches!(name, "dtype" | "ndarray"),
+        "numpy.core.multiarray" | "numpy._core.multiarray" => {
+            matches!(name, "scalar" | "_reconstruct")
+        }
+        "numpy.dtypes" => name.ends_with("DType"),
+        "_codecs" => name == "encode",
+        _ => false,
+    }
+}
+
 /// The bytes up to the next newline (GLOBAL's arguments), moving `pos` past it.
 fn line<'a>(data: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     let rest = data.get(*pos..)?;
@@ -332,6 +431,38 @@ mod tests {
             err.to_string().contains("nested more than 512 deep"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn only_allowed_globals_pass() {
+        let global = |module: &str, name: &str| {
+            let mut p = vec![0x80, 2, b'c'];
+            p.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+            p.push(b'.');
+            check_pickle("data.pkl", &p)
+        };
+        for (module, name) in [
+            ("torch._utils", "_rebuild_tensor_v2"),
+            ("torch", "HalfStorage"),
+            ("collections", "OrderedDict"),
+            ("__builtin__", "long"),
+            ("omegaconf.dictconfig", "DictConfig"),
+            ("typing", "Any"),
+        ] {
+            global(module, name).unwrap();
+        }
+        for (module, name) in [
+            ("posix", "system"),
+            ("os", "system"),
+            ("builtins", "eval"),
+            ("builtins", "getattr"),
+            ("subprocess", "Popen"),
+            ("torch", "load"),
+            ("omegaconf.base", "_utils"),
+        ] {
+            let err = global(module, name).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{module}.{name}`")), "{err}");
+        }
     }
 
     #[test]
