@@ -187,6 +187,49 @@ fn set_blocking(file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Moves a file that could not be read out of the way, beside its old name with the moment it
+/// was set aside (`settings.json.broken-20261203-083012`, UTC), so that the next write of that
+/// name cannot destroy what the user may still want. Returns where it went.
+pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stamp = utc_stamp(std::time::SystemTime::now());
+    let mut target = path.with_file_name(format!("{name}.broken-{stamp}"));
+    let mut n = 1;
+    while target.symlink_metadata().is_ok() {
+        n += 1;
+        target = path.with_file_name(format!("{name}.broken-{stamp}-{n}"));
+    }
+    std::fs::rename(path, &target)?;
+    Ok(target)
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC. Hand-written (Howard Hinnant's days-to-civil algorithm) rather than
+/// a date crate for one file name.
+fn utc_stamp(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +381,29 @@ mod tests {
         assert_eq!(reader.join().unwrap(), b"through the pipe");
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn utc_stamps_read_as_dates() {
+        let at = |secs| utc_stamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "19700101-000000");
+        assert_eq!(at(951_782_400), "20000229-000000");
+        assert_eq!(at(1_796_286_612), "20261203-083012");
+    }
+
+    #[test]
+    fn set_aside_keeps_the_file_under_a_new_name() {
+        let dir = temp_dir("set-aside");
+        let path = dir.join("settings.json");
+        std::fs::write(&path, b"{broken").unwrap();
+        let first = set_aside(&path).unwrap();
+        std::fs::write(&path, b"{broken again").unwrap();
+        let second = set_aside(&path).unwrap();
+        assert!(!path.exists());
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read(&first).unwrap(), b"{broken");
+        assert_eq!(std::fs::read(&second).unwrap(), b"{broken again");
+        let name = first.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("settings.json.broken-"), "{name}");
     }
 }

@@ -294,6 +294,21 @@ impl Drop for Autosaver {
     }
 }
 
+/// Settings are a few hundred bytes; anything past this is not ours.
+const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+
+/// Moves a file that could not be read aside (see [`crate::fsio::set_aside`]) and says where it
+/// went, or that it could not be moved.
+fn kept_aside(path: &Path) -> String {
+    match crate::fsio::set_aside(path) {
+        Ok(kept) => format!("The file was kept as {}.", kept.display()),
+        Err(e) => format!(
+            "It could not be moved aside ({e}) and will be replaced by the next save of {}.",
+            path.display()
+        ),
+    }
+}
+
 /// The studio's files: its settings (as used and as last written), the autosave thread, the file
 /// dialogs, background file tasks and the reference pictures decoded for display.
 pub(crate) struct Files {
@@ -316,7 +331,7 @@ pub(crate) struct Files {
 impl Files {
     /// Reads what the last session left in `data_dir` when `autosave` is on: the settings and the
     /// autosaved layout. Returns the files, that layout, and warnings for what could not be read
-    /// (a broken autosave is kept aside as `autosave.json.broken`).
+    /// (a broken file is kept aside, named with the time: `autosave.json.broken-YYYYMMDD-HHMMSS`).
     pub(crate) fn start(
         data_dir: Option<PathBuf>,
         autosave: bool,
@@ -329,14 +344,15 @@ impl Files {
             if let Some(dir) = &data_dir {
                 let settings_path = dir.join(SETTINGS_FILE);
                 if settings_path.is_file() {
-                    match std::fs::read_to_string(&settings_path)
+                    match crate::fsio::read_text_limited(&settings_path, MAX_SETTINGS_BYTES)
                         .map_err(|e| e.to_string())
                         .and_then(|t| {
                             serde_json::from_str::<Settings>(&t).map_err(|e| e.to_string())
                         }) {
                         Ok(s) => settings = s,
                         Err(e) => warnings.push(format!(
-                            "The settings could not be read ({e}); using defaults."
+                            "The settings could not be read ({e}); using defaults. {}",
+                            kept_aside(&settings_path)
                         )),
                     }
                 }
@@ -344,11 +360,10 @@ impl Files {
                 if autosave_path.is_file() {
                     match Layout::load(&autosave_path) {
                         Ok(l) => autosaved = Some(l),
-                        Err(e) => {
-                            let kept = dir.join("autosave.json.broken");
-                            let _ = std::fs::rename(&autosave_path, &kept);
-                            warnings.push(format!("The autosaved layout could not be read ({e}); starting blank. It was kept as {}.", kept.display()));
-                        }
+                        Err(e) => warnings.push(format!(
+                            "The autosaved layout could not be read ({e}); starting blank. {}",
+                            kept_aside(&autosave_path)
+                        )),
                     }
                 }
             }

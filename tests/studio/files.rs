@@ -1,4 +1,5 @@
-//! Files: save and reopen, refused files, dropped Glichen PNGs, autosave across a restart, imports,
+//! Files: save and reopen, refused files, dropped Glichen PNGs, autosave across a restart, broken
+//! settings and autosave kept aside, imports,
 //! and pictures travelling with the layout (relative paths or embedded).
 
 use crate::harness::*;
@@ -131,6 +132,39 @@ fn autosave_restores_the_work_after_a_restart() {
         h.state().layout().entities[0].phrase(),
         Some("a lighthouse")
     );
+}
+
+#[test]
+fn broken_settings_and_autosave_are_kept_aside_with_a_notice() {
+    let dir = temp_dir("broken-start");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("settings.json"), b"{\"recent\": [").unwrap();
+    std::fs::write(data.join("autosave.json"), b"{\"version\": 1, \"entit").unwrap();
+    let (mut h, _) = studio(&data, false, false);
+    h.run();
+    h.get_by_label_contains("The settings could not be read");
+    h.get_by_label_contains("The autosaved layout could not be read");
+    assert!(h.state().layout().entities.is_empty());
+    let kept: Vec<(String, Vec<u8>)> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".broken-"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for (name, bytes) in &kept {
+        let original: &[u8] = if name.starts_with("settings.json") {
+            b"{\"recent\": ["
+        } else {
+            assert!(name.starts_with("autosave.json"), "{name}");
+            b"{\"version\": 1, \"entit"
+        };
+        assert_eq!(bytes.as_slice(), original, "{name}");
+    }
 }
 
 #[test]
