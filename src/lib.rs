@@ -5,6 +5,7 @@
 //! owns a model) and `ui` (the egui studio; nothing else depends on it). The CLI lives in the binary.
 
 pub mod fsio;
+pub mod fuzzing;
 pub mod layout;
 pub mod model;
 pub mod pipeline;

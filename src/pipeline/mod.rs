@@ -18,8 +18,8 @@ pub use grounding::{ImageGrounding, IMAGE_FEATURE_NORM, MAX_GROUNDING_SLOTS};
 pub use inpaint::Inpaint;
 pub use load::{parse_device, parse_dtype, DeviceError, LoadError, LoadOptions, UnknownDType};
 pub use noise::{
-    ensure_finite, pooled_noise, read_latents_tensor, seeded_noise, NoiseSource, NormalStream,
-    RecordedNoise, RenoiseDraw, MAX_LATENTS_FILE_BYTES,
+    ensure_finite, latents_from_bytes, pooled_noise, read_latents_tensor, seeded_noise,
+    NoiseSource, NormalStream, RecordedNoise, RenoiseDraw, MAX_LATENTS_FILE_BYTES,
 };
 
 use crate::layout::{Layout, LayoutError, ModelLimits};

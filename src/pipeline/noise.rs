@@ -84,10 +84,19 @@ pub fn read_latents_file(
 ) -> Result<std::collections::HashMap<String, Tensor>, PipelineError> {
     let bytes = crate::fsio::read_limited(path, MAX_LATENTS_FILE_BYTES)
         .map_err(|e| PipelineError::Invalid(e.to_string()))?;
-    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+    latents_from_bytes(&bytes, path)
+}
+
+/// The tensors of a latents or noise safetensors file already in memory; `origin` names it in
+/// errors.
+pub fn latents_from_bytes(
+    bytes: &[u8],
+    origin: &std::path::Path,
+) -> Result<std::collections::HashMap<String, Tensor>, PipelineError> {
+    candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
         PipelineError::Invalid(format!(
             "{}: not a readable safetensors file: {e}",
-            path.display()
+            origin.display()
         ))
     })
 }

@@ -109,9 +109,12 @@ pub enum PickleGuardError {
 
 /// Dry-runs every `*data.pkl` entry of the torch zip checkpoint at `path`, as candle reads them.
 pub fn check_checkpoint(path: &Path) -> Result<(), PickleGuardError> {
-    let file = std::fs::File::open(path)?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| PickleGuardError::Zip(e.to_string()))?;
+    check_checkpoint_reader(std::io::BufReader::new(std::fs::File::open(path)?))
+}
+
+/// [`check_checkpoint`] on a checkpoint's bytes from any reader.
+pub fn check_checkpoint_reader(reader: impl Read + std::io::Seek) -> Result<(), PickleGuardError> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| PickleGuardError::Zip(e.to_string()))?;
     let names = zip
         .file_names()
         .map(|n| n.map(std::borrow::Cow::into_owned))
