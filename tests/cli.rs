@@ -157,15 +157,18 @@ fn out_and_save_latents_write_through_symlinks_and_refuse_pipes_without_readers(
     let fifo = tmp.join("latents.safetensors");
     mkfifo(&fifo);
     let out_path = tmp.join("o.png");
-    let out = generate(
-        &case_layout(),
-        &[
-            "--out".as_ref(),
-            out_path.as_os_str(),
-            "--save-latents".as_ref(),
-            fifo.as_os_str(),
-        ],
-    );
+    let save_latents_into_the_fifo = || {
+        generate(
+            &case_layout(),
+            &[
+                "--out".as_ref(),
+                out_path.as_os_str(),
+                "--save-latents".as_ref(),
+                fifo.as_os_str(),
+            ],
+        )
+    };
+    let out = save_latents_into_the_fifo();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -185,15 +188,7 @@ fn out_and_save_latents_write_through_symlinks_and_refuse_pipes_without_readers(
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    let out = generate(
-        &case_layout(),
-        &[
-            "--out".as_ref(),
-            out_path.as_os_str(),
-            "--save-latents".as_ref(),
-            fifo.as_os_str(),
-        ],
-    );
+    let out = save_latents_into_the_fifo();
     // The reader may open late: a writer that finds none fails cleanly, never hangs.
     let bytes = if out.status.success() {
         reader.join().unwrap()
