@@ -305,6 +305,12 @@ fn a_picture_declaring_sixty_thousand_pixels_a_side_is_refused_with_its_size() {
         err.contains("entities[0]") && err.contains("60000 × 60000"),
         "{err}"
     );
+    // Within the side limit but past the memory a decoded picture may take: refused by its size.
+    let err = glichen::layout::decode_picture(&png_header_only(16_000, 16_000)).unwrap_err();
+    assert!(
+        err.contains("16000 × 16000") && err.contains("732 MiB decoded"),
+        "{err}"
+    );
     // Device files as pictures are refused, not read until memory runs out.
     #[cfg(unix)]
     {

@@ -7,7 +7,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use image::{DynamicImage, ImageFormat};
+use image::{DynamicImage, ImageDecoder, ImageFormat};
 
 use super::{Entity, Layout, LayoutError};
 
@@ -151,6 +151,8 @@ pub const MAX_PICTURE_BYTES: u64 = 256 << 20;
 /// The widest and tallest picture decoded, in pixels: four times a 4K frame's width, far past
 /// anything the model looks at, and a bound on what a hostile header can make us allocate.
 pub const MAX_PICTURE_SIDE: u32 = 16_384;
+/// The most memory one decoded picture may take (the `image` crate's own default limit).
+pub const MAX_PICTURE_DECODED_BYTES: u64 = 512 << 20;
 
 /// The format and size a picture's header declares, refused when the format is not one Glichen
 /// reads or the size is past [`MAX_PICTURE_SIDE`]. Reads only the header.
@@ -162,13 +164,23 @@ pub fn picture_header(bytes: &[u8]) -> Result<(ImageFormat, [u32; 2]), String> {
             "{format:?} images are not supported (use {SUPPORTED_PICTURES})"
         ));
     }
-    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
-        .into_dimensions()
+    let decoder = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_decoder()
         .map_err(|e| format!("cannot decode: {e}"))?;
+    let (w, h) = decoder.dimensions();
     if w > MAX_PICTURE_SIDE || h > MAX_PICTURE_SIDE {
         return Err(format!(
             "the picture declares {w} × {h} pixels; Glichen reads pictures up to \
              {MAX_PICTURE_SIDE} × {MAX_PICTURE_SIDE}"
+        ));
+    }
+    let decoded = decoder.total_bytes();
+    if decoded > MAX_PICTURE_DECODED_BYTES {
+        return Err(format!(
+            "the picture declares {w} × {h} pixels ({} MiB decoded); Glichen decodes pictures of \
+             up to {} MiB",
+            decoded >> 20,
+            MAX_PICTURE_DECODED_BYTES >> 20
         ));
     }
     Ok((format, [w, h]))
@@ -181,8 +193,7 @@ pub fn decode_picture(bytes: &[u8]) -> Result<DynamicImage, String> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_PICTURE_SIDE);
     limits.max_image_height = Some(MAX_PICTURE_SIDE);
-    // Room for the largest accepted picture at 16 bits per channel, RGBA.
-    limits.max_alloc = Some(u64::from(MAX_PICTURE_SIDE).pow(2) * 8);
+    limits.max_alloc = Some(MAX_PICTURE_DECODED_BYTES);
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     reader.limits(limits);
     reader.decode().map_err(|e| format!("cannot decode: {e}"))
