@@ -73,7 +73,8 @@ fn not_a_document(message: impl Into<String>) -> LayoutError {
 pub fn import_json(text: &str) -> Result<(Layout, ImportFormat), LayoutError> {
     // Counted before any parse, so that a huge document is refused before it is built.
     parse::check_value_count(text)?;
-    let value: Value = serde_json::from_str(text).map_err(LayoutError::Json)?;
+    // Parsed once, exactly as a layout is, and the value serves whichever format it turns out to be.
+    let value = parse::exact_json(text).map_err(LayoutError::Json)?;
     if !value.is_object() {
         return Err(not_a_document(format!(
             "expected a JSON object ({EXPECTED}), found {}",
@@ -81,8 +82,7 @@ pub fn import_json(text: &str) -> Result<(Layout, ImportFormat), LayoutError> {
         )));
     }
     if has_key(&value, "entities") || has_key(&value, "version") {
-        // Parsed again from the text: layouts read their numbers exactly.
-        return Ok((Layout::from_json_str(text)?, ImportFormat::Layout));
+        return Ok((Layout::from_value(value)?, ImportFormat::Layout));
     }
     if has_key(&value, "gligen_phrases") || has_key(&value, "gligen_boxes") {
         let args: DiffusersArgs = serde_json::from_value(value)
