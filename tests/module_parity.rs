@@ -426,11 +426,11 @@ fn scheduler_timesteps(name: &str) {
     assert!(!steps.is_empty());
     for (n, expected) in steps {
         let n: usize = n.parse().unwrap();
-        let expected: Vec<usize> = expected
+        let expected: Vec<f64> = expected
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
+            .map(|v| v.as_u64().unwrap() as f64)
             .collect();
         let s = build_scheduler(&cfg, kind, n).unwrap();
         assert_eq!(

@@ -39,6 +39,16 @@ fn loop_tolerance(evaluations: usize) -> f64 {
     }
 }
 
+/// Whole-number timesteps as the integer list diffusers' DDIM/PNDM hold.
+fn whole(ts: &[f64]) -> Vec<usize> {
+    ts.iter()
+        .map(|&t| {
+            assert!(t >= 0.0 && t.fract() == 0.0, "timestep {t} is not whole");
+            t as usize
+        })
+        .collect()
+}
+
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schedulers")
 }
@@ -226,7 +236,7 @@ fn run_case(name: &str) -> CaseErrors {
         sched.init_noise_sigma(),
         meta["init_noise_sigma"].as_f64().unwrap()
     );
-    let ts: Vec<usize> = sched.timesteps().to_vec();
+    let ts: Vec<usize> = whole(sched.timesteps());
     let expected_ts: Vec<usize> = reference_ts
         .iter()
         .filter(|&&x| x >= 0)
@@ -260,7 +270,9 @@ fn run_case(name: &str) -> CaseErrors {
         } else {
             prevs.get(i - 1).unwrap()
         };
-        let model_input = sched.scale_model_input(sample.clone(), timestep).unwrap();
+        let model_input = sched
+            .scale_model_input(sample.clone(), timestep as f64)
+            .unwrap();
         assert!(bits_equal(&model_input, &sample));
         let mo = model(i, timestep, &model_input);
         assert_eq!(
@@ -268,11 +280,13 @@ fn run_case(name: &str) -> CaseErrors {
             mo_hashes[i],
             "{name}: synthetic model output {i}"
         );
-        let x0 = sched.pred_original_sample(&mo, timestep, &sample).unwrap();
+        let x0 = sched
+            .pred_original_sample(&mo, timestep as f64, &sample)
+            .unwrap();
         let a = stock_ac[timestep];
         let e = x0_error(&x0, &x0s.get(i).unwrap(), prediction, a, &sample, &mo);
         errs.forced_x0 = errs.forced_x0.max(e);
-        let prev = sched.step(&mo, timestep, &sample).unwrap();
+        let prev = sched.step(&mo, timestep as f64, &sample).unwrap();
         errs.forced_prev = errs.forced_prev.max(rel_l2(&prev, &prevs.get(i).unwrap()));
         model_outputs.push(mo);
     }
@@ -282,7 +296,7 @@ fn run_case(name: &str) -> CaseErrors {
     let mut sample = sample0.clone();
     for (i, &timestep) in ts.iter().enumerate() {
         let mo = model(i, timestep, &sample);
-        let prev = sched.step(&mo, timestep, &sample).unwrap();
+        let prev = sched.step(&mo, timestep as f64, &sample).unwrap();
         let e = rel_l2(&prev, &prevs.get(i).unwrap());
         if std::env::var("SCHEDULER_TRACE").is_ok_and(|v| v == name) {
             println!(
@@ -306,8 +320,10 @@ fn run_case(name: &str) -> CaseErrors {
     let mut sample = sample0.clone();
     for (i, &timestep) in ts.iter().enumerate() {
         let mo = &model_outputs[i];
-        let x0 = sched.pred_original_sample(mo, timestep, &sample).unwrap();
-        let prev = sched.step(mo, timestep, &sample).unwrap();
+        let x0 = sched
+            .pred_original_sample(mo, timestep as f64, &sample)
+            .unwrap();
+        let prev = sched.step(mo, timestep as f64, &sample).unwrap();
         errs.ieee_x0_exact += (fnv1a64(&x0) == ieee_x0[i]) as usize;
         errs.ieee_prev_exact += (fnv1a64(&prev) == ieee_prev[i]) as usize;
         sample = prev;
@@ -325,7 +341,7 @@ fn run_case(name: &str) -> CaseErrors {
         .enumerate()
     {
         let timestep = v.as_u64().unwrap() as usize;
-        let ours = sched.add_noise(original, noise, timestep).unwrap();
+        let ours = sched.add_noise(original, noise, timestep as f64).unwrap();
         let reference = outs.get(k).unwrap().reshape(original.shape()).unwrap();
         errs.add_noise = errs.add_noise.max(rel_l2(&ours, &reference));
         errs.ieee_other_exact &= fnv1a64(&ours) == ieee_an[k];
@@ -449,7 +465,7 @@ fn timesteps_match_diffusers() {
             .collect();
         // a spurious -1 can only be the last entry
         assert!(reference[..expected.len()].iter().all(|&x| x >= 0), "{ctx}");
-        assert_eq!(sched.timesteps(), &expected[..], "{ctx}");
+        assert_eq!(whole(sched.timesteps()), expected, "{ctx}");
         check_sampling_steps(sched.as_ref(), &ctx);
         checked += 1;
     }
@@ -492,21 +508,21 @@ fn sampling_step_mapping() {
 
     let ddim = build_scheduler(&sd, SchedulerKind::Ddim, 50).unwrap();
     assert_eq!(ddim.timesteps().len(), 50);
-    assert_eq!(ddim.timesteps()[0], 981);
-    assert_eq!(ddim.timesteps()[49], 1);
+    assert_eq!(ddim.timesteps()[0], 981.0);
+    assert_eq!(ddim.timesteps()[49], 1.0);
     assert!((0..50).all(|i| ddim.sampling_step(i) == i));
 
     let plms = build_scheduler(&sd, SchedulerKind::Pndm, 50).unwrap();
     assert_eq!(plms.timesteps().len(), 51);
-    assert_eq!(&plms.timesteps()[..4], &[981, 961, 961, 941]);
-    assert_eq!(plms.timesteps()[50], 1);
+    assert_eq!(&plms.timesteps()[..4], &[981.0, 961.0, 961.0, 941.0]);
+    assert_eq!(plms.timesteps()[50], 1.0);
     assert_eq!(plms.sampling_step(0), 0);
     assert_eq!(plms.sampling_step(1), 0);
     assert_eq!(plms.sampling_step(2), 1);
     assert_eq!(plms.sampling_step(50), 49);
 
     let one = build_scheduler(&sd, SchedulerKind::Pndm, 1).unwrap();
-    assert_eq!(one.timesteps(), &[1]);
+    assert_eq!(one.timesteps(), &[1.0]);
     assert_eq!(one.sampling_step(0), 0);
 
     let mut prk_cfg = sd.clone();
@@ -652,6 +668,6 @@ fn errors() {
     // stepping with a timestep outside the table is an error, not a panic
     let mut s = build_scheduler(&sd, SchedulerKind::Ddim, 10).unwrap();
     let x = Tensor::zeros((1, 4, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-    assert!(s.step(&x, 1000, &x).is_err());
-    assert!(s.add_noise(&x, &x, 5000).is_err());
+    assert!(s.step(&x, 1000.0, &x).is_err());
+    assert!(s.add_noise(&x, &x, 5000.0).is_err());
 }

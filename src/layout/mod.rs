@@ -142,40 +142,71 @@ impl LayoutError {
     }
 }
 
-/// Which noise scheduler to sample with: the layout's `sampling.scheduler` (`"ddim"`, `"pndm"`),
-/// the command line's `--scheduler`, and the scheduler the pipeline builds.
+/// Which noise scheduler to sample with: the layout's `sampling.scheduler`, the command line's
+/// `--scheduler`, and the scheduler the pipeline builds. Each is the diffusers class of that name
+/// built with `from_config(<the model's scheduler config>)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum SchedulerKind {
     Ddim,
     /// PNDM (PLMS): what GLIGEN's checkpoints ship with and diffusers uses.
     #[default]
     Pndm,
+    /// DPM-Solver++ 2M (`DPMSolverMultistepScheduler`).
+    #[serde(rename = "dpmpp_2m")]
+    Dpmpp2m,
+    /// DPM-Solver++ 2M with Karras sigmas (`use_karras_sigmas=True`).
+    #[serde(rename = "dpmpp_2m_karras")]
+    Dpmpp2mKarras,
+    /// Euler, deterministic (`EulerDiscreteScheduler`).
+    Euler,
+    /// UniPC, bh2 (`UniPCMultistepScheduler`).
+    #[serde(rename = "unipc")]
+    UniPc,
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 2] = [SchedulerKind::Ddim, SchedulerKind::Pndm];
+    pub const ALL: [SchedulerKind; 6] = [
+        SchedulerKind::Ddim,
+        SchedulerKind::Pndm,
+        SchedulerKind::Dpmpp2m,
+        SchedulerKind::Dpmpp2mKarras,
+        SchedulerKind::Euler,
+        SchedulerKind::UniPc,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             SchedulerKind::Ddim => "ddim",
             SchedulerKind::Pndm => "pndm",
+            SchedulerKind::Dpmpp2m => "dpmpp_2m",
+            SchedulerKind::Dpmpp2mKarras => "dpmpp_2m_karras",
+            SchedulerKind::Euler => "euler",
+            SchedulerKind::UniPc => "unipc",
         }
     }
 
-    /// The diffusers class name (`DDIMScheduler` / `PNDMScheduler`).
+    /// The diffusers class name (`DDIMScheduler`, `DPMSolverMultistepScheduler`, ...).
     pub fn class_name(self) -> &'static str {
         match self {
             SchedulerKind::Ddim => "DDIMScheduler",
             SchedulerKind::Pndm => "PNDMScheduler",
+            SchedulerKind::Dpmpp2m | SchedulerKind::Dpmpp2mKarras => "DPMSolverMultistepScheduler",
+            SchedulerKind::Euler => "EulerDiscreteScheduler",
+            SchedulerKind::UniPc => "UniPCMultistepScheduler",
         }
     }
 
-    /// Maps a diffusers `_class_name` to a scheduler (`None` for any other class).
+    /// Maps a diffusers `_class_name` to a scheduler (`None` for any other class). A
+    /// `DPMSolverMultistepScheduler` config maps to `dpmpp_2m`; whether it uses Karras sigmas is
+    /// the config's `use_karras_sigmas`, which the caller reads.
     pub fn from_class_name(name: &str) -> Option<Self> {
         match name {
             "DDIMScheduler" => Some(SchedulerKind::Ddim),
             "PNDMScheduler" => Some(SchedulerKind::Pndm),
+            "DPMSolverMultistepScheduler" => Some(SchedulerKind::Dpmpp2m),
+            "EulerDiscreteScheduler" => Some(SchedulerKind::Euler),
+            "UniPCMultistepScheduler" => Some(SchedulerKind::UniPc),
             _ => None,
         }
     }
@@ -190,18 +221,25 @@ impl fmt::Display for SchedulerKind {
 /// Error of [`SchedulerKind::from_str`]; separate from [`LayoutError`] so that
 /// clap can use it directly as a value parser error.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown scheduler \"{0}\" (expected ddim or pndm)")]
+#[error(
+    "unknown scheduler \"{0}\" (expected ddim, pndm, dpmpp_2m, dpmpp_2m_karras, euler or unipc)"
+)]
 pub struct ParseSchedulerError(pub String);
 
 impl FromStr for SchedulerKind {
     type Err = ParseSchedulerError;
 
-    /// The short names, case and surrounding spaces ignored, and diffusers' class names.
+    /// The short names (`-` and `_` alike), case and surrounding spaces ignored, and diffusers'
+    /// class names.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "ddim" | "ddimscheduler" => Ok(SchedulerKind::Ddim),
             // "plms" is what GLIGEN's own code calls the same sampler.
             "pndm" | "plms" | "pndmscheduler" => Ok(SchedulerKind::Pndm),
+            "dpmpp_2m" | "dpm++_2m" | "dpmsolvermultistepscheduler" => Ok(SchedulerKind::Dpmpp2m),
+            "dpmpp_2m_karras" | "dpm++_2m_karras" => Ok(SchedulerKind::Dpmpp2mKarras),
+            "euler" | "eulerdiscretescheduler" => Ok(SchedulerKind::Euler),
+            "unipc" | "uni_pc" | "unipcmultistepscheduler" => Ok(SchedulerKind::UniPc),
             _ => Err(ParseSchedulerError(s.to_string())),
         }
     }

@@ -66,7 +66,7 @@ impl Inpaint {
         scheduler: &dyn Scheduler,
         noise: &mut NoiseSource,
         draw: RenoiseDraw,
-        t: usize,
+        t: f64,
         ctx: &str,
     ) -> Result<Tensor, PipelineError> {
         let (z0, mask) = (&self.z0, &self.mask);

@@ -358,7 +358,7 @@ impl GligenModel {
             tracing::warn!(
                 "{}: _class_name {:?} is not a scheduler Glichen implements; layouts that name \
                  none run PNDM with this file's settings (choose with sampling.scheduler or \
-                 --scheduler: ddim, pndm)",
+                 --scheduler: ddim, pndm, dpmpp_2m, dpmpp_2m_karras, euler, unipc)",
                 sched_path.display(),
                 own_scheduler.class_name
             );

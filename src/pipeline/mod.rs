@@ -320,7 +320,7 @@ pub struct StepUpdate<'a> {
     /// Sampling step just finished, 0-based.
     pub step: usize,
     pub total: usize,
-    pub timestep: usize,
+    pub timestep: f64,
     /// The scheduler's prediction of the clean latents at this step (for previews).
     pub pred_x0: &'a Tensor,
     /// The latents after this step.
@@ -550,7 +550,7 @@ impl GligenModel {
     fn predict_noise(
         &self,
         latents: &Tensor,
-        t: usize,
+        t: f64,
         gate: f32,
         cond: &Conditioning,
         scheduler: &dyn Scheduler,
@@ -573,7 +573,7 @@ impl GligenModel {
         });
         let noise = self
             .unet
-            .forward(&input, t as f64, &cond.context, grounding.as_ref())
+            .forward(&input, t, &cond.context, grounding.as_ref())
             .ctx(ctx)?;
         let noise = noise.to_dtype(DType::F32).ctx(ctx)?;
         if !cond.guided {

@@ -173,7 +173,7 @@ pub enum Event {
         job: JobId,
         step: usize,
         total: usize,
-        timestep: usize,
+        timestep: f64,
         gate_scale: f32,
         latents: LatentFrame,
         elapsed: Duration,

@@ -3,8 +3,8 @@
 use candle_core::{Result as CandleResult, Tensor};
 
 use super::{
-    checked_base_timesteps, div, mul, Alphas, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerError, SchedulerKind,
+    checked_base_timesteps, div, mul, table_timestep, Alphas, PredictionType, Scheduler,
+    SchedulerConfig, SchedulerError, SchedulerKind,
 };
 
 /// diffusers' `DDIMScheduler` after `set_timesteps(num_inference_steps)`, deterministic (eta = 0).
@@ -12,6 +12,8 @@ use super::{
 pub struct DdimScheduler {
     alphas: Alphas,
     timesteps: Vec<usize>,
+    /// The same, as the trait hands them out.
+    evaluation_timesteps: Vec<f64>,
     num_inference_steps: usize,
     num_train_timesteps: usize,
     prediction_type: PredictionType,
@@ -27,12 +29,18 @@ impl DdimScheduler {
         timesteps.reverse();
         Ok(DdimScheduler {
             alphas: Alphas::new(cfg, SchedulerKind::Ddim)?,
+            evaluation_timesteps: timesteps.iter().map(|&t| t as f64).collect(),
             timesteps,
             num_inference_steps,
             num_train_timesteps: cfg.num_train_timesteps,
             prediction_type: cfg.prediction_type,
             clip_sample: cfg.clip_sample.then_some(cfg.clip_sample_range),
         })
+    }
+
+    /// The timesteps as diffusers' integer tensor holds them.
+    pub fn table_timesteps(&self) -> &[usize] {
+        &self.timesteps
     }
 
     /// The float32 `alphas_cumprod` table.
@@ -84,12 +92,8 @@ impl DdimScheduler {
 }
 
 impl Scheduler for DdimScheduler {
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
-    }
-
-    fn sampling_step(&self, evaluation: usize) -> usize {
-        evaluation
+    fn timesteps(&self) -> &[f64] {
+        &self.evaluation_timesteps
     }
 
     fn num_inference_steps(&self) -> usize {
@@ -100,16 +104,17 @@ impl Scheduler for DdimScheduler {
         1.0
     }
 
-    fn scale_model_input(&self, sample: Tensor, _timestep: usize) -> CandleResult<Tensor> {
+    fn scale_model_input(&self, sample: Tensor, _timestep: f64) -> CandleResult<Tensor> {
         Ok(sample)
     }
 
     fn step(
         &mut self,
         model_output: &Tensor,
-        timestep: usize,
+        timestep: f64,
         sample: &Tensor,
     ) -> CandleResult<Tensor> {
+        let timestep = table_timestep(timestep)?;
         let prev_timestep = self.prev_timestep(timestep);
         let alpha_prod_t = self.alphas.at(timestep)?;
         let alpha_prod_t_prev = self.alphas.prev(prev_timestep)?;
@@ -129,18 +134,16 @@ impl Scheduler for DdimScheduler {
     fn pred_original_sample(
         &self,
         model_output: &Tensor,
-        timestep: usize,
+        timestep: f64,
         sample: &Tensor,
     ) -> CandleResult<Tensor> {
-        Ok(self.predictions(model_output, timestep, sample)?.0)
+        Ok(self
+            .predictions(model_output, table_timestep(timestep)?, sample)?
+            .0)
     }
 
-    fn add_noise(
-        &self,
-        original: &Tensor,
-        noise: &Tensor,
-        timestep: usize,
-    ) -> CandleResult<Tensor> {
-        self.alphas.add_noise(original, noise, timestep)
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> CandleResult<Tensor> {
+        self.alphas
+            .add_noise(original, noise, table_timestep(timestep)?)
     }
 }

@@ -4,8 +4,8 @@
 use candle_core::{Result as CandleResult, Tensor};
 
 use super::{
-    checked_base_timesteps, div, mul, Alphas, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerError, SchedulerKind,
+    checked_base_timesteps, div, mul, table_timestep, Alphas, PredictionType, Scheduler,
+    SchedulerConfig, SchedulerError, SchedulerKind,
 };
 
 const PNDM_ORDER: usize = 4;
@@ -16,6 +16,8 @@ pub struct PndmScheduler {
     alphas: Alphas,
     prk_timesteps: Vec<usize>,
     timesteps: Vec<usize>,
+    /// The same, as the trait hands them out.
+    evaluation_timesteps: Vec<f64>,
     /// The `num_inference_steps` asked for (diffusers' step ratio is computed from it).
     requested_steps: usize,
     /// Sampling steps actually run: the requested number except for LDM-uniform spacing.
@@ -93,7 +95,7 @@ impl PndmScheduler {
                 steps: num_inference_steps,
             });
         }
-        let timesteps = prk_timesteps
+        let timesteps: Vec<usize> = prk_timesteps
             .iter()
             .chain(plms_timesteps.iter())
             .copied()
@@ -101,6 +103,7 @@ impl PndmScheduler {
         Ok(PndmScheduler {
             alphas: Alphas::new(cfg, SchedulerKind::Pndm)?,
             prk_timesteps,
+            evaluation_timesteps: timesteps.iter().map(|&t| t as f64).collect(),
             timesteps,
             requested_steps: num_inference_steps,
             steps,
@@ -113,6 +116,11 @@ impl PndmScheduler {
             repeat_first,
             cur_model_output: None,
         })
+    }
+
+    /// The timesteps as diffusers' integer tensor holds them.
+    pub fn table_timesteps(&self) -> &[usize] {
+        &self.timesteps
     }
 
     /// The float32 `alphas_cumprod` table.
@@ -267,8 +275,8 @@ impl PndmScheduler {
 }
 
 impl Scheduler for PndmScheduler {
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+    fn timesteps(&self) -> &[f64] {
+        &self.evaluation_timesteps
     }
 
     fn sampling_step(&self, evaluation: usize) -> usize {
@@ -297,16 +305,17 @@ impl Scheduler for PndmScheduler {
         1.0
     }
 
-    fn scale_model_input(&self, sample: Tensor, _timestep: usize) -> CandleResult<Tensor> {
+    fn scale_model_input(&self, sample: Tensor, _timestep: f64) -> CandleResult<Tensor> {
         Ok(sample)
     }
 
     fn step(
         &mut self,
         model_output: &Tensor,
-        timestep: usize,
+        timestep: f64,
         sample: &Tensor,
     ) -> CandleResult<Tensor> {
+        let timestep = table_timestep(timestep)?;
         if self.counter < self.prk_timesteps.len() && !self.skip_prk_steps {
             self.step_prk(model_output, timestep, sample)
         } else {
@@ -317,19 +326,19 @@ impl Scheduler for PndmScheduler {
     fn pred_original_sample(
         &self,
         model_output: &Tensor,
-        timestep: usize,
+        timestep: f64,
         sample: &Tensor,
     ) -> CandleResult<Tensor> {
-        self.alphas
-            .pred_original_sample(self.prediction_type, model_output, timestep, sample)
+        self.alphas.pred_original_sample(
+            self.prediction_type,
+            model_output,
+            table_timestep(timestep)?,
+            sample,
+        )
     }
 
-    fn add_noise(
-        &self,
-        original: &Tensor,
-        noise: &Tensor,
-        timestep: usize,
-    ) -> CandleResult<Tensor> {
-        self.alphas.add_noise(original, noise, timestep)
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> CandleResult<Tensor> {
+        self.alphas
+            .add_noise(original, noise, table_timestep(timestep)?)
     }
 }
