@@ -599,7 +599,7 @@ fn config_parsing_and_defaults() {
         "PNDM".parse::<SchedulerKind>().unwrap(),
         SchedulerKind::Pndm
     );
-    assert!("euler".parse::<SchedulerKind>().is_err());
+    assert!("lms".parse::<SchedulerKind>().is_err());
 }
 
 #[test]

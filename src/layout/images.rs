@@ -354,7 +354,9 @@ impl Layout {
         let mut refs: Vec<&mut String> = Vec::new();
         for entity in &mut self.entities {
             match entity {
-                Entity::ImageBox { image, .. } | Entity::StyleImage { image } => refs.push(image),
+                Entity::ImageBox { image, .. }
+                | Entity::StyleImage { image }
+                | Entity::Map { image, .. } => refs.push(image),
                 _ => {}
             }
         }
@@ -423,7 +425,9 @@ impl Layout {
         };
         for entity in &mut self.entities {
             match entity {
-                Entity::ImageBox { image, .. } | Entity::StyleImage { image } => replace(image),
+                Entity::ImageBox { image, .. }
+                | Entity::StyleImage { image }
+                | Entity::Map { image, .. } => replace(image),
                 _ => {}
             }
         }

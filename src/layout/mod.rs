@@ -341,6 +341,7 @@ pub enum EntityKind {
     ImageBox,
     StyleImage,
     Keypoints,
+    Map,
 }
 
 impl EntityKind {
@@ -351,6 +352,7 @@ impl EntityKind {
             EntityKind::ImageBox => "image_box",
             EntityKind::StyleImage => "style_image",
             EntityKind::Keypoints => "keypoints",
+            EntityKind::Map => "map",
         }
     }
 
@@ -361,11 +363,71 @@ impl EntityKind {
             EntityKind::ImageBox => "image boxes",
             EntityKind::StyleImage => "style images",
             EntityKind::Keypoints => "keypoints",
+            EntityKind::Map => "spatial maps",
         }
     }
 }
 
 impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a whole-image spatial map, one per original GLIGEN checkpoint
+/// (`gligen/gligen-generation-{hed,canny,depth,normal,sem}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapKind {
+    /// HED soft edges.
+    Hed,
+    /// Canny edges.
+    Canny,
+    /// Monocular depth, near = bright.
+    Depth,
+    /// Surface normals as RGB.
+    Normal,
+    /// ADE20K semantic classes as grey levels (class index = level).
+    Sem,
+}
+
+impl MapKind {
+    pub const ALL: [MapKind; 5] = [
+        MapKind::Hed,
+        MapKind::Canny,
+        MapKind::Depth,
+        MapKind::Normal,
+        MapKind::Sem,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MapKind::Hed => "hed",
+            MapKind::Canny => "canny",
+            MapKind::Depth => "depth",
+            MapKind::Normal => "normal",
+            MapKind::Sem => "sem",
+        }
+    }
+
+    /// What users call it ("a depth map").
+    pub fn label(self) -> &'static str {
+        match self {
+            MapKind::Hed => "HED edge map",
+            MapKind::Canny => "Canny edge map",
+            MapKind::Depth => "depth map",
+            MapKind::Normal => "normal map",
+            MapKind::Sem => "semantic map",
+        }
+    }
+
+    /// Parses the `kind` of a map entity.
+    pub fn parse(s: &str) -> Option<Self> {
+        MapKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for MapKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -396,6 +458,9 @@ pub enum Entity {
     StyleImage { image: String },
     /// One person: 17 COCO keypoints, `None` where a point is not placed.
     Keypoints { points: Vec<Option<[f64; 2]>> },
+    /// A whole-image spatial map the picture must follow (at most one per layout; its kind must
+    /// be the loaded checkpoint's). `image` as for image boxes.
+    Map { kind: MapKind, image: String },
 }
 
 impl Entity {
@@ -405,6 +470,7 @@ impl Entity {
             Entity::ImageBox { .. } => EntityKind::ImageBox,
             Entity::StyleImage { .. } => EntityKind::StyleImage,
             Entity::Keypoints { .. } => EntityKind::Keypoints,
+            Entity::Map { .. } => EntityKind::Map,
         }
     }
 
@@ -449,15 +515,17 @@ impl Entity {
 
     pub fn image(&self) -> Option<&str> {
         match self {
-            Entity::ImageBox { image, .. } | Entity::StyleImage { image } => Some(image),
+            Entity::ImageBox { image, .. }
+            | Entity::StyleImage { image }
+            | Entity::Map { image, .. } => Some(image),
             _ => None,
         }
     }
 
     /// Whether the entity takes one of the model's grounding slots (boxes
-    /// and style images do; keypoint people have their own budget).
+    /// and style images do; keypoint people and maps have their own tokens).
     pub fn uses_grounding_slot(&self) -> bool {
-        !matches!(self, Entity::Keypoints { .. })
+        !matches!(self, Entity::Keypoints { .. } | Entity::Map { .. })
     }
 
     /// Keypoints in f32, missing points as `None`.
@@ -523,6 +591,29 @@ impl Default for Layout {
             entities: Vec::new(),
             inpaint: None,
             sampling: Sampling::default(),
+        }
+    }
+}
+
+/// The scheduler a new studio document samples with: DPM-Solver++ 2M with Karras sigmas, the
+/// common Stable Diffusion 1.x choice, which gives a finished picture in half PNDM's steps.
+pub const STUDIO_SCHEDULER: SchedulerKind = SchedulerKind::Dpmpp2mKarras;
+/// See [`STUDIO_SCHEDULER`].
+pub const STUDIO_STEPS: usize = 25;
+
+impl Layout {
+    /// A new studio document: the blank canvas with the studio's sampler pinned
+    /// ([`STUDIO_SCHEDULER`], [`STUDIO_STEPS`]). Layouts read from files keep their own.
+    pub fn studio_blank(width: u32, height: u32) -> Self {
+        Layout {
+            width,
+            height,
+            sampling: Sampling {
+                scheduler: Some(STUDIO_SCHEDULER),
+                steps: Some(STUDIO_STEPS),
+                ..Sampling::default()
+            },
+            ..Layout::default()
         }
     }
 }

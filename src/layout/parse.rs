@@ -269,6 +269,7 @@ fn entity_fields(ty: &str) -> &'static [&'static str] {
         "image_box" => &["type", "image", "box", "phrase"],
         "style_image" => &["type", "image"],
         "keypoints" => &["type", "points"],
+        "map" => &["type", "kind", "image"],
         _ => &[],
     }
 }
@@ -391,7 +392,7 @@ pub(crate) fn entity_from_value(path: &str, v: &Value) -> Result<Entity, LayoutE
         None | Some(Value::Null) => {
             return Err(LayoutError::field(
                 path,
-                "missing \"type\" (expected text_box, image_box, style_image, keypoints)",
+                "missing \"type\" (expected text_box, image_box, style_image, keypoints, map)",
             ))
         }
         Some(other) => {
@@ -415,6 +416,19 @@ pub(crate) fn entity_from_value(path: &str, v: &Value) -> Result<Entity, LayoutE
         "style_image" => Ok(Entity::StyleImage {
             image: required(obj, path, "image")?,
         }),
+        "map" => {
+            let kind: String = required(obj, path, "kind")?;
+            let kind = super::MapKind::parse(&kind).ok_or_else(|| {
+                LayoutError::field(
+                    join(path, "kind"),
+                    format!("unknown map kind {kind:?} (expected hed, canny, depth, normal or sem)"),
+                )
+            })?;
+            Ok(Entity::Map {
+                kind,
+                image: required(obj, path, "image")?,
+            })
+        }
         "keypoints" => {
             let points_path = join(path, "points");
             let items = match obj.get("points") {

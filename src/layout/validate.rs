@@ -8,7 +8,7 @@
 use std::fmt;
 
 use super::images;
-use super::{Entity, EntityKind, Layout, COCO_KEYPOINT_NAMES, KEYPOINTS_PER_PERSON};
+use super::{Entity, EntityKind, Layout, MapKind, COCO_KEYPOINT_NAMES, KEYPOINTS_PER_PERSON};
 
 /// One problem, located by a path into the document (`entities[2].box[0]`,
 /// `sampling.alpha0`) so the editor can highlight the offending field.
@@ -131,6 +131,13 @@ pub struct ModelLimits {
     /// Largest canvas side in pixels; beyond it memory, not the model, is
     /// the limit, and a typo (51200) should be caught before allocating.
     pub max_pixels_side: usize,
+    /// Whether the model takes a spatial map (`map_kind` says which; `None`
+    /// there with maps supported means any kind, for an unknown model).
+    pub supports_maps: bool,
+    pub map_kind: Option<MapKind>,
+    /// A map checkpoint's fixed canvas side, in pixels, when its map network
+    /// only fits one (the downsampled map must cover the latent grid).
+    pub map_canvas_side: Option<usize>,
 }
 
 impl Default for ModelLimits {
@@ -147,6 +154,9 @@ impl Default for ModelLimits {
             supports_inpainting: false,
             min_latent_cells: 8,
             max_pixels_side: 2048,
+            supports_maps: false,
+            map_kind: None,
+            map_canvas_side: None,
         }
     }
 }
@@ -163,7 +173,19 @@ impl ModelLimits {
             supports_image_boxes: true,
             supports_keypoints: true,
             supports_inpainting: true,
+            supports_maps: true,
             min_latent_cells: 1,
+            ..ModelLimits::default()
+        }
+    }
+
+    /// A spatial-map checkpoint of the original GLIGEN code: one map of its
+    /// kind, nothing else.
+    pub fn spatial_map(kind: MapKind) -> Self {
+        ModelLimits {
+            supports_text_boxes: false,
+            supports_maps: true,
+            map_kind: Some(kind),
             ..ModelLimits::default()
         }
     }
@@ -201,12 +223,21 @@ impl ModelLimits {
             // GLIGEN feeds style images through the image-box tokens.
             EntityKind::ImageBox | EntityKind::StyleImage => self.supports_image_boxes,
             EntityKind::Keypoints => self.supports_keypoints,
+            EntityKind::Map => self.supports_maps,
         }
     }
 
     /// "a text-box model", for messages that tell the user why an entity
     /// is refused.
     pub fn describe(&self) -> String {
+        if let (Some(kind), false, false, false) = (
+            self.map_kind,
+            self.supports_text_boxes,
+            self.supports_image_boxes,
+            self.supports_keypoints,
+        ) {
+            return format!("GLIGEN's {kind} checkpoint, which takes one {}", kind.label());
+        }
         let what = match (
             self.supports_text_boxes,
             self.supports_image_boxes,
@@ -367,6 +398,23 @@ fn check_entity(errors: &mut ValidationErrors, i: usize, entity: &Entity, limits
         Entity::StyleImage { image } => {
             check_image_ref(errors, format!("{path}.image"), image);
         }
+        Entity::Map { kind, image } => {
+            check_image_ref(errors, format!("{path}.image"), image);
+            if let Some(model_kind) = limits.map_kind {
+                if *kind != model_kind {
+                    errors.push(
+                        format!("{path}.kind"),
+                        format!(
+                            "this is a {} but the model is GLIGEN's {} checkpoint: give it a \
+                             {} (\"kind\": \"{model_kind}\") or load the {kind} checkpoint",
+                            kind.label(),
+                            model_kind,
+                            model_kind.label()
+                        ),
+                    );
+                }
+            }
+        }
         Entity::Keypoints { points } => {
             if points.len() != KEYPOINTS_PER_PERSON {
                 errors.push(
@@ -424,6 +472,47 @@ pub(crate) fn validate(layout: &Layout, limits: &ModelLimits) -> Result<(), Vali
                 grounded - limits.max_grounding_slots
             ),
         );
+    }
+    let maps: Vec<usize> = layout
+        .entities
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Entity::Map { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    if maps.len() > 1 {
+        errors.push(
+            format!("entities[{}]", maps[1]),
+            format!(
+                "a layout holds at most one spatial map; this one has {} (entities {})",
+                maps.len(),
+                maps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    if let Some(kind) = limits.map_kind {
+        if maps.is_empty() {
+            errors.push(
+                "entities",
+                format!(
+                    "GLIGEN's {kind} checkpoint is grounded by a {}: add a map entity \
+                     ({{\"type\": \"map\", \"kind\": \"{kind}\", \"image\": ...}})",
+                    kind.label()
+                ),
+            );
+        }
+        if let Some(side) = limits.map_canvas_side {
+            if layout.width as usize != side || layout.height as usize != side {
+                errors.push(
+                    "width",
+                    format!(
+                        "GLIGEN's {kind} checkpoint draws {side}×{side} pictures (its map \
+                         network's features cover that latent grid); this layout is {}×{}",
+                        layout.width, layout.height
+                    ),
+                );
+            }
+        }
     }
     let people = layout.people_count();
     if people > limits.max_people {

@@ -7,6 +7,7 @@ pub mod clip;
 pub mod clip_vision;
 pub mod cpu_ops;
 pub mod position_net;
+pub mod spatial;
 pub mod transformer;
 pub mod unet;
 pub mod vae;

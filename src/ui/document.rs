@@ -304,6 +304,7 @@ impl StudioApp {
                 EntityKind::ImageBox => "image box",
                 EntityKind::StyleImage => "style image",
                 EntityKind::Keypoints => "person",
+                EntityKind::Map => "map",
             };
             self.status = format!("Deleted {kind} {}", i + 1);
         }

@@ -181,11 +181,7 @@ impl StudioApp {
 
     /// Starts a blank document (undoable).
     pub fn new_document(&mut self) {
-        let blank = Layout {
-            width: self.doc.layout().width,
-            height: self.doc.layout().height,
-            ..Layout::default()
-        };
+        let blank = Layout::studio_blank(self.doc.layout().width, self.doc.layout().height);
         self.set_layout(blank);
         self.doc.selection = None;
         self.files.settings.document_path = None;

@@ -48,6 +48,9 @@ impl StudioApp {
                     Entity::StyleImage { image } => {
                         format!("style image {}", describe_reference(image))
                     }
+                    Entity::Map { kind, image } => {
+                        format!("{} {}", kind.label(), describe_reference(image))
+                    }
                     Entity::Keypoints { points } => {
                         person_number += 1;
                         let placed = points.iter().flatten().count();
@@ -268,6 +271,7 @@ impl StudioApp {
             EntityKind::ImageBox => "image box",
             EntityKind::StyleImage => "style image",
             EntityKind::Keypoints => "person",
+            EntityKind::Map => "spatial map",
         };
         ui.label(
             RichText::new(format!("{} ({title})", i + 1))

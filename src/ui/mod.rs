@@ -195,7 +195,10 @@ impl StudioApp {
                 text,
             })
             .collect();
-        let mut layout = autosaved.clone().unwrap_or_default();
+        let mut layout = autosaved.clone().unwrap_or_else(|| {
+            let blank = Layout::default();
+            Layout::studio_blank(blank.width, blank.height)
+        });
         if let Some(dir) = files
             .settings
             .document_path

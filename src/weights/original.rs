@@ -5,6 +5,7 @@
 //! SD-1.4-based checkpoints: 8 UNet heads, 12 text heads, 32 norm groups, CLIP's vocabulary.
 
 use super::{TensorFile, WeightsError};
+use crate::layout::MapKind;
 use crate::model::{ClipTextConfig, UNetConfig, VaeConfig};
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
@@ -22,7 +23,9 @@ pub enum GroundingKind {
     TextBox,
     TextImageBox,
     Keypoint,
-    /// Spatial conditions (HED, canny, depth, normal, semantic maps) and other tokenizers.
+    /// A whole-image spatial map: ConvNeXt `position_net` and `downsample_net`.
+    Map(MapKind),
+    /// Any other grounding tokenizer.
     Other,
 }
 
@@ -187,7 +190,7 @@ fn rename_unet_key(key: &str, stride: usize, per_level: usize) -> Option<String>
             return Some(format!("{to}{r}"));
         }
     }
-    if key.starts_with("position_net.") {
+    if key.starts_with("position_net.") || key.starts_with("downsample_net.") {
         return Some(key.to_string());
     }
     let split3 = |rest: &str| -> Option<(usize, usize, String)> {
@@ -368,6 +371,8 @@ impl OriginalCheckpoint {
             GroundingKind::TextBox
         } else if model.contains_key("position_net.null_text_feature") {
             GroundingKind::TextImageBox
+        } else if model.contains_key("position_net.pos_embedding") {
+            GroundingKind::Map(map_kind(&model, path)?)
         } else {
             GroundingKind::Other
         };
@@ -399,6 +404,137 @@ impl OriginalCheckpoint {
             grounding,
         })
     }
+}
+
+/// The map kind of a spatial checkpoint. Semantic maps have their own input conv, HED no
+/// downsampler weights and normal maps a 3-channel one; canny and depth are the same network, told
+/// apart by the grounding tokenizer the checkpoint's `config_dict` names
+/// (`ldm.modules.diffusionmodules.depth_grounding_net.PositionNet`), else by the file name.
+fn map_kind(model: &HashMap<String, Tensor>, path: &Path) -> Result<MapKind, WeightsError> {
+    if model.contains_key("position_net.in_conv.weight") {
+        return Ok(MapKind::Sem);
+    }
+    let first_downsampler = model
+        .iter()
+        .filter(|(k, t)| k.starts_with("downsample_net.") && t.rank() == 4)
+        .map(|(k, t)| (k.clone(), t.dims()[1]))
+        .min();
+    match first_downsampler {
+        None => return Ok(MapKind::Hed),
+        Some((_, 3)) => return Ok(MapKind::Normal),
+        Some(_) => {}
+    }
+    let named = config_names(path)?;
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    for source in [named.as_slice(), stem.as_bytes()] {
+        let has = |needle: &str| source.windows(needle.len()).any(|w| w == needle.as_bytes());
+        match (has("canny"), has("depth")) {
+            (true, false) => return Ok(MapKind::Canny),
+            (false, true) => return Ok(MapKind::Depth),
+            _ => {}
+        }
+    }
+    Err(unreadable(
+        path,
+        "a canny or depth map checkpoint (the two share one network) whose config_dict names \
+         neither `canny_grounding_net` nor `depth_grounding_net`: put canny or depth in its file \
+         name"
+            .into(),
+    ))
+}
+
+/// The grounding-network module names in a checkpoint's pickle (its `config_dict` holds them as
+/// strings), read bounded; empty when there is none.
+fn config_names(path: &Path) -> Result<Vec<u8>, WeightsError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| WeightsError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let Ok(mut zip) = zip::ZipArchive::new(std::io::BufReader::new(file)) else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = zip
+        .file_names()
+        .filter_map(Result::ok)
+        .filter(|n| n.ends_with("data.pkl"))
+        .map(std::borrow::Cow::into_owned)
+        .collect();
+    let mut found = Vec::new();
+    for name in names {
+        let Ok(entry) = zip.by_name(&name) else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        entry
+            .take(super::pickle_guard::MAX_PICKLE_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        for kind in [MapKind::Canny, MapKind::Depth] {
+            let needle = format!("{kind}_grounding_net");
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.extend_from_slice(needle.as_bytes());
+                found.push(b' ');
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Where Stable Diffusion's own first conv comes from, for a spatial-map checkpoint once its
+/// grounding ends (the original code's `restore_first_conv_from_SD`).
+pub const SD_CONV_IN_FILE: &str = "SD_input_conv_weight_bias.pth";
+/// A diffusers GLIGEN model that carries SD 1.4's `conv_in` unchanged (GLIGEN froze it).
+pub const SD_CONV_IN_REPO: &str = "masterful/gligen-1-4-generation-text-box";
+
+/// SD's 4-channel `conv_in` weight and bias: `explicit` (a torch pickle with `weight`/`bias`, or
+/// any weights file with `conv_in.weight`/`conv_in.bias`), else [`SD_CONV_IN_FILE`] beside the
+/// checkpoint, else [`SD_CONV_IN_REPO`]'s UNet in the Hugging Face cache (never downloaded here).
+/// `Ok(None)` when none is found; the caller decides whether the run needs it.
+pub fn find_sd_conv_in(
+    checkpoint: &Path,
+    explicit: Option<&Path>,
+) -> Result<Option<(PathBuf, Tensor, Tensor)>, WeightsError> {
+    let read = |path: &Path| -> Result<(PathBuf, Tensor, Tensor), WeightsError> {
+        let tensors = TensorFile::open(path)?.into_tensors(&Device::Cpu)?;
+        for (w, b) in [("weight", "bias"), ("conv_in.weight", "conv_in.bias")] {
+            if let (Some(w), Some(b)) = (tensors.get(w), tensors.get(b)) {
+                return Ok((path.to_path_buf(), w.clone(), b.clone()));
+            }
+        }
+        Err(unreadable(
+            path,
+            "holds neither `weight`/`bias` nor `conv_in.weight`/`conv_in.bias`".into(),
+        ))
+    };
+    if let Some(path) = explicit {
+        return read(path).map(Some);
+    }
+    if let Some(beside) = checkpoint.parent().map(|d| d.join(SD_CONV_IN_FILE)) {
+        if beside.is_file() {
+            return read(&beside).map(Some);
+        }
+    }
+    let cache = hf_hub::Cache::from_env();
+    for (revision, file) in [
+        ("refs/pr/2", "unet/diffusion_pytorch_model.safetensors"),
+        ("main", "unet/diffusion_pytorch_model.safetensors"),
+        ("main", "unet/diffusion_pytorch_model.bin"),
+    ] {
+        let repo = hf_hub::Repo::with_revision(
+            SD_CONV_IN_REPO.to_string(),
+            hf_hub::RepoType::Model,
+            revision.to_string(),
+        );
+        if let Some(path) = cache.repo(repo).get(file) {
+            return read(&path).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// The CLIP model whose image tower the original code uses for text-image checkpoints

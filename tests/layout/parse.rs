@@ -144,10 +144,10 @@ fn serde_errors_carry_their_path() {
     assert_eq!(path, "entities");
 
     let (path, msg) = field_error(Layout::from_json_str(
-        r#"{"version": 1, "width": 512, "height": 512, "sampling": {"scheduler": "euler"}}"#,
+        r#"{"version": 1, "width": 512, "height": 512, "sampling": {"scheduler": "lms"}}"#,
     ));
     assert_eq!(path, "sampling.scheduler");
-    assert!(msg.contains("euler"), "{msg}");
+    assert!(msg.contains("lms"), "{msg}");
 
     let (path, _) = field_error(Layout::from_json_str(
         r#"{"version": 1, "width": 512, "height": 512, "sampling": {"steps": -3}}"#,

@@ -8,10 +8,19 @@ fn scheduler_kind_parses_and_prints() {
     assert_eq!("ddim".parse::<SchedulerKind>(), Ok(SchedulerKind::Ddim));
     assert_eq!(" PNDM ".parse::<SchedulerKind>(), Ok(SchedulerKind::Pndm));
     assert_eq!("plms".parse::<SchedulerKind>(), Ok(SchedulerKind::Pndm));
-    let err = "euler".parse::<SchedulerKind>().expect_err("unknown");
+    assert_eq!(
+        "DPMPP-2M-Karras".parse::<SchedulerKind>(),
+        Ok(SchedulerKind::Dpmpp2mKarras)
+    );
+    assert_eq!("euler".parse::<SchedulerKind>(), Ok(SchedulerKind::Euler));
+    assert_eq!(
+        "UniPCMultistepScheduler".parse::<SchedulerKind>(),
+        Ok(SchedulerKind::UniPc)
+    );
+    let err = "lms".parse::<SchedulerKind>().expect_err("unknown");
     assert_eq!(
         err.to_string(),
-        r#"unknown scheduler "euler" (expected ddim or pndm)"#
+        r#"unknown scheduler "lms" (expected ddim, pndm, dpmpp_2m, dpmpp_2m_karras, euler or unipc)"#
     );
     for kind in SchedulerKind::ALL {
         assert_eq!(kind.to_string().parse::<SchedulerKind>(), Ok(kind));

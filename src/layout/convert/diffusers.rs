@@ -79,6 +79,11 @@ impl Layout {
                     format!("entities[{i}]"),
                     "diffusers has no keypoint GLIGEN pipeline",
                 ),
+                Entity::Map { .. } => issues.push(
+                    format!("entities[{i}]"),
+                    "diffusers has no spatial-map GLIGEN pipeline (those checkpoints are the \
+                     original code's)",
+                ),
             }
         }
         let s = &self.sampling;

@@ -184,6 +184,14 @@ impl Layout {
                     }
                     people.push(points.iter().map(|p| p.unwrap_or([0.0, 0.0])).collect());
                 }
+                Entity::Map { kind, .. } => issues.push(
+                    format!("entities[{i}]"),
+                    format!(
+                        "Glichen does not write {}s into GLIGEN meta dicts; run the layout \
+                         with `glichen generate`",
+                        kind.label()
+                    ),
+                ),
             }
         }
         if has_people && self.inpaint.is_some() {

@@ -76,7 +76,9 @@ pub struct SchedulerConfig {
     pub solver_order: usize,
     /// DPM-Solver: `dpmsolver++` (the default) or `dpmsolver` (the SDE variants are refused).
     pub algorithm_type: String,
-    /// DPM-Solver: `midpoint` (default) or `heun`; UniPC: `bh2` (default) or `bh1`.
+    /// DPM-Solver: `midpoint` (default) or `heun`; UniPC: `bh2` (default) or `bh1`; empty for the
+    /// classes without one, and then not written, so that another class reads its own default.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub solver_type: String,
     /// DPM-Solver and UniPC: lower-order steps at the end of short schedules.
     pub lower_order_final: bool,
