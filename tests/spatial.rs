@@ -45,11 +45,15 @@ fn reference(kind: MapKind) -> Reference {
 
 impl Reference {
     fn usize(&self, key: &str) -> usize {
-        self.json[key].as_u64().unwrap_or_else(|| panic!("json `{key}`")) as usize
+        self.json[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("json `{key}`")) as usize
     }
 
     fn list(&self, key: &str) -> Vec<usize> {
-        let items = self.json[key].as_array().unwrap_or_else(|| panic!("json `{key}`"));
+        let items = self.json[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("json `{key}`"));
         items.iter().map(|v| v.as_u64().unwrap() as usize).collect()
     }
 
@@ -83,28 +87,71 @@ fn spatial_nets_match_the_original_code() {
         let (map, mask) = (get(&r.tensors, "map"), get(&r.tensors, "mask"));
 
         let input = pos.backbone_input(map).unwrap();
-        let input_ref = if kind == MapKind::Sem { "in_conv_out" } else { "convnext_in" };
-        check(&format!("{name} {input_ref}"), &input, get(&r.tensors, input_ref), MODULE_TOL);
+        let input_ref = if kind == MapKind::Sem {
+            "in_conv_out"
+        } else {
+            "convnext_in"
+        };
+        check(
+            &format!("{name} {input_ref}"),
+            &input,
+            get(&r.tensors, input_ref),
+            MODULE_TOL,
+        );
         let features = pos.backbone().forward(&input).unwrap();
-        check(&format!("{name} convnext_out"), &features, get(&r.tensors, "convnext_out"), MODULE_TOL);
+        check(
+            &format!("{name} convnext_out"),
+            &features,
+            get(&r.tensors, "convnext_out"),
+            MODULE_TOL,
+        );
         let objs = pos.forward(map, mask).unwrap();
-        check(&format!("{name} objs"), &objs, get(&r.tensors, "objs"), MODULE_TOL);
+        check(
+            &format!("{name} objs"),
+            &objs,
+            get(&r.tensors, "objs"),
+            MODULE_TOL,
+        );
         let null_ref = get(&r.tensors, "null_objs");
-        check(&format!("{name} null_objs"), &pos.null_tokens(1).unwrap(), null_ref, MODULE_TOL);
+        check(
+            &format!("{name} null_objs"),
+            &pos.null_tokens(1).unwrap(),
+            null_ref,
+            MODULE_TOL,
+        );
         // The null input run through the whole net, as the original's unconditional pass does.
         let zeros = map.zeros_like().unwrap();
         let null_full = pos.forward(&zeros, &mask.zeros_like().unwrap()).unwrap();
-        check(&format!("{name} null_objs (full net)"), &null_full, null_ref, MODULE_TOL);
+        check(
+            &format!("{name} null_objs (full net)"),
+            &null_full,
+            null_ref,
+            MODULE_TOL,
+        );
 
         let latent = r.latent_hw();
         if let Some(resized_ref) = r.tensors.get("ds_resized") {
             let resized = down.resized(map, latent).unwrap();
-            check(&format!("{name} ds_resized"), &resized, resized_ref, MODULE_TOL);
+            check(
+                &format!("{name} ds_resized"),
+                &resized,
+                resized_ref,
+                MODULE_TOL,
+            );
         }
         let downsampled_ref = get(&r.tensors, "downsampled");
         let downsampled = down.forward(map, latent).unwrap();
-        check(&format!("{name} downsampled"), &downsampled, downsampled_ref, MODULE_TOL);
-        assert_eq!(down.out_channels(), downsampled_ref.dim(1).unwrap(), "{name}");
+        check(
+            &format!("{name} downsampled"),
+            &downsampled,
+            downsampled_ref,
+            MODULE_TOL,
+        );
+        assert_eq!(
+            down.out_channels(),
+            downsampled_ref.dim(1).unwrap(),
+            "{name}"
+        );
         assert_eq!(
             4 + down.out_channels(),
             r.usize("first_conv_in_channels"),
@@ -125,12 +172,31 @@ fn masks_broadcast_per_map() {
     let mask = Tensor::new(&[1f32, 0.0], &Device::Cpu).unwrap();
     let tokens = pos.forward(&both, &mask).unwrap();
     assert_eq!(tokens.dims(), &[2, pos.token_count(), pos.out_dim()]);
-    check("batch row 0 (mask 1)", &tokens.narrow(0, 0, 1).unwrap(), get(&r.tensors, "objs"), MODULE_TOL);
+    check(
+        "batch row 0 (mask 1)",
+        &tokens.narrow(0, 0, 1).unwrap(),
+        get(&r.tensors, "objs"),
+        MODULE_TOL,
+    );
     let null_ref = get(&r.tensors, "null_objs");
-    check("batch row 1 (mask 0)", &tokens.narrow(0, 1, 1).unwrap(), null_ref, MODULE_TOL);
-    let shared = pos.forward(&both, &Tensor::new(&[0f32], &Device::Cpu).unwrap()).unwrap();
-    check("shared mask 0", &shared, &pos.null_tokens(2).unwrap(), MODULE_TOL);
-    assert!(pos.forward(&both, &Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()).is_err());
+    check(
+        "batch row 1 (mask 0)",
+        &tokens.narrow(0, 1, 1).unwrap(),
+        null_ref,
+        MODULE_TOL,
+    );
+    let shared = pos
+        .forward(&both, &Tensor::new(&[0f32], &Device::Cpu).unwrap())
+        .unwrap();
+    check(
+        "shared mask 0",
+        &shared,
+        &pos.null_tokens(2).unwrap(),
+        MODULE_TOL,
+    );
+    assert!(pos
+        .forward(&both, &Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())
+        .is_err());
 }
 
 fn message(result: candle_core::Result<Tensor>) -> String {
@@ -151,7 +217,10 @@ fn wrong_sizes_and_channels_are_refused_clearly() {
     println!("wrong latent size: {e}");
     // Any map size goes through (it is resized first); the channel count must match.
     let small = map.narrow(2, 0, 40).unwrap();
-    assert_eq!(down.forward(&small, r.latent_hw()).unwrap().dims(), &[1, 8, 32, 32]);
+    assert_eq!(
+        down.forward(&small, r.latent_hw()).unwrap().dims(),
+        &[1, 8, 32, 32]
+    );
     let one = map.narrow(1, 0, 1).unwrap();
     let e = message(pos.forward(&one, get(&r.tensors, "mask")));
     assert!(e.contains("3 channels") && e.contains("has 1"), "{e}");
@@ -164,7 +233,10 @@ fn wrong_sizes_and_channels_are_refused_clearly() {
     assert!(e.contains("152 channels"), "{e}");
     // HED has no weights: its output always has the latent grid's size.
     let (_, hed_down) = nets(MapKind::Hed);
-    assert_eq!(hed_down.forward(map, (24, 40)).unwrap().dims(), &[1, 1, 24, 40]);
+    assert_eq!(
+        hed_down.forward(map, (24, 40)).unwrap().dims(),
+        &[1, 1, 24, 40]
+    );
 }
 
 #[test]
@@ -177,4 +249,112 @@ fn a_checkpoint_of_another_kind_is_refused() {
     assert!(e.to_string().contains("semantic"), "{e}");
     let e = GroundingDownsampler::new(sem.pp("downsample_net"), MapKind::Normal, 128).unwrap_err();
     assert!(e.to_string().contains("152 channels"), "{e}");
+}
+
+#[test]
+fn tmp_timing_released_size() {
+    use candle_nn::VarMap;
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let (depths, dims) = ([3usize, 3, 9, 3], [96usize, 192, 384, 768]);
+    let bb = vb.pp("position_net").pp("convnext_tiny_backbone");
+    let init = candle_nn::Init::Randn {
+        mean: 0.0,
+        stdev: 0.02,
+    };
+    for i in 0..4 {
+        let ds = bb.pp("downsample_layers").pp(i.to_string());
+        if i == 0 {
+            ds.pp("0")
+                .get_with_hints((96, 3, 4, 4), "weight", init)
+                .unwrap();
+            ds.pp("0").get_with_hints(96, "bias", init).unwrap();
+            ds.pp("1")
+                .get_with_hints(96, "weight", candle_nn::Init::Const(1.0))
+                .unwrap();
+            ds.pp("1").get_with_hints(96, "bias", init).unwrap();
+        } else {
+            ds.pp("0")
+                .get_with_hints(dims[i - 1], "weight", candle_nn::Init::Const(1.0))
+                .unwrap();
+            ds.pp("0")
+                .get_with_hints(dims[i - 1], "bias", init)
+                .unwrap();
+            ds.pp("1")
+                .get_with_hints((dims[i], dims[i - 1], 2, 2), "weight", init)
+                .unwrap();
+            ds.pp("1").get_with_hints(dims[i], "bias", init).unwrap();
+        }
+        for j in 0..depths[i] {
+            let b = bb.pp("stages").pp(i.to_string()).pp(j.to_string());
+            let d = dims[i];
+            b.get_with_hints(d, "gamma", init).unwrap();
+            b.pp("dwconv")
+                .get_with_hints((d, 1, 7, 7), "weight", init)
+                .unwrap();
+            b.pp("dwconv").get_with_hints(d, "bias", init).unwrap();
+            b.pp("norm")
+                .get_with_hints(d, "weight", candle_nn::Init::Const(1.0))
+                .unwrap();
+            b.pp("norm").get_with_hints(d, "bias", init).unwrap();
+            b.pp("pwconv1")
+                .get_with_hints((4 * d, d), "weight", init)
+                .unwrap();
+            b.pp("pwconv1").get_with_hints(4 * d, "bias", init).unwrap();
+            b.pp("pwconv2")
+                .get_with_hints((d, 4 * d), "weight", init)
+                .unwrap();
+            b.pp("pwconv2").get_with_hints(d, "bias", init).unwrap();
+        }
+    }
+    let p = vb.pp("position_net");
+    p.get_with_hints((1, 64, 768), "pos_embedding", init)
+        .unwrap();
+    p.get_with_hints(768, "null_feature", init).unwrap();
+    for (i, (o, inp)) in [(0, (512, 768)), (2, (512, 512)), (4, (768, 512))] {
+        p.pp("linears")
+            .pp(i.to_string())
+            .get_with_hints(o_i(o, inp), "weight", init)
+            .unwrap();
+        p.pp("linears")
+            .pp(i.to_string())
+            .get_with_hints(o, "bias", init)
+            .unwrap();
+    }
+    fn o_i(o: usize, i: usize) -> (usize, usize) {
+        (o, i)
+    }
+    let d = vb.pp("downsample_net").pp("layers");
+    d.pp("0")
+        .get_with_hints((4, 1, 4, 4), "weight", init)
+        .unwrap();
+    d.pp("0").get_with_hints(4, "bias", init).unwrap();
+    d.pp("2")
+        .get_with_hints((8, 4, 4, 4), "weight", init)
+        .unwrap();
+    d.pp("2").get_with_hints(8, "bias", init).unwrap();
+    let map_: HashMap<String, Tensor> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let vb = VarBuilder::from_tensors(map_, DType::F32, &Device::Cpu);
+    let pos = SpatialPositionNet::new(vb.pp("position_net"), MapKind::Canny).unwrap();
+    let down =
+        GroundingDownsampler::new(vb.pp("downsample_net"), MapKind::Canny, pos.resize_input())
+            .unwrap();
+    assert_eq!(pos.resize_input(), 256);
+    assert_eq!(pos.backbone().depths(), &depths);
+    let map = Tensor::randn(0f32, 1.0, (2, 3, 512, 512), &Device::Cpu).unwrap();
+    let mask = Tensor::new(&[1f32, 1.0], &Device::Cpu).unwrap();
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        let y = pos.forward(&map, &mask).unwrap();
+        println!("pos forward b2 512: {:?} {:?}", t.elapsed(), y.dims());
+        let t = std::time::Instant::now();
+        let y = down.forward(&map, (64, 64)).unwrap();
+        println!("down forward b2 512: {:?} {:?}", t.elapsed(), y.dims());
+    }
 }

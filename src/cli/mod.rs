@@ -88,6 +88,12 @@ pub struct GenerateArgs {
     /// openai/clip-vit-large-patch14 from the hub, as the original code.
     #[arg(long)]
     pub image_encoder: Option<String>,
+    /// Original spatial-map checkpoints (hed, canny, depth, normal, sem): Stable Diffusion's own
+    /// first conv, which they switch to when grounding ends (a torch file with `weight` and
+    /// `bias`, or weights with `conv_in.*`). Default: SD_input_conv_weight_bias.pth beside the
+    /// checkpoint, else masterful/gligen-1-4-generation-text-box in the Hugging Face cache.
+    #[arg(long)]
+    pub sd_conv_in: Option<PathBuf>,
 }
 
 fn parse_scheduler(s: &str) -> std::result::Result<SchedulerKind, String> {
@@ -246,6 +252,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let load_options = pipeline::LoadOptions {
         image_encoder: args.image_encoder.clone(),
+        sd_conv_in: args.sd_conv_in.clone(),
         progress: weights::Progress::Terminal,
     };
     let model = GligenModel::load_with(&source, &device, dtype, &load_options)?;

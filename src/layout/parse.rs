@@ -421,7 +421,9 @@ pub(crate) fn entity_from_value(path: &str, v: &Value) -> Result<Entity, LayoutE
             let kind = super::MapKind::parse(&kind).ok_or_else(|| {
                 LayoutError::field(
                     join(path, "kind"),
-                    format!("unknown map kind {kind:?} (expected hed, canny, depth, normal or sem)"),
+                    format!(
+                        "unknown map kind {kind:?} (expected hed, canny, depth, normal or sem)"
+                    ),
                 )
             })?;
             Ok(Entity::Map {

@@ -236,7 +236,10 @@ impl ModelLimits {
             self.supports_image_boxes,
             self.supports_keypoints,
         ) {
-            return format!("GLIGEN's {kind} checkpoint, which takes one {}", kind.label());
+            return format!(
+                "GLIGEN's {kind} checkpoint, which takes one {}",
+                kind.label()
+            );
         }
         let what = match (
             self.supports_text_boxes,
@@ -486,7 +489,10 @@ pub(crate) fn validate(layout: &Layout, limits: &ModelLimits) -> Result<(), Vali
             format!(
                 "a layout holds at most one spatial map; this one has {} (entities {})",
                 maps.len(),
-                maps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                maps.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
     }

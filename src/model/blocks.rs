@@ -39,6 +39,21 @@ pub fn conv2d(
     })
 }
 
+impl Conv2d {
+    /// From tensors already loaded (a conv that does not come from the checkpoint's own keys).
+    pub fn new(weight: Tensor, bias: Tensor, config: Conv2dConfig) -> Self {
+        Self {
+            weight,
+            bias,
+            config,
+        }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let c = &self.config;

@@ -523,8 +523,11 @@ impl UNet2DConditionModel {
 
         let conv_norm_out = group_norm(groups, boc[0], cfg.norm_eps, vb.pp("conv_norm_out"))?;
         let conv_out = conv2d(boc[0], cfg.out_channels, 3, conv3, vb.pp("conv_out"))?;
+        // A spatial-map checkpoint's position net (ConvNeXt over the map) lives beside the UNet,
+        // in `model::spatial`, with the map downsampler that feeds `conv_in`.
+        let spatial = vb.contains_tensor("position_net.pos_embedding");
         let position_net = match cfg.attention_type.as_deref() {
-            Some("gated" | "gated-text-image") => {
+            Some("gated" | "gated-text-image") if !spatial => {
                 Some(PositionNet::new(vb.pp("position_net"), r.cross[0])?)
             }
             _ => None,
@@ -553,6 +556,36 @@ impl UNet2DConditionModel {
         }
     }
 
+    /// Stable Diffusion's own 4-channel first conv from its `weight` and `bias`, checked against
+    /// this UNet's width: what a spatial-map checkpoint runs once its grounding has ended.
+    pub fn first_conv_from(&self, weight: Tensor, bias: Tensor) -> Result<Conv2d> {
+        let width = self.config.block_out_channels[0];
+        let dims = weight.dims().to_vec();
+        if dims != [width, self.latent_channels(), 3, 3] || bias.dims() != [width] {
+            candle_core::bail!(
+                "Stable Diffusion's first conv must be [{width}, {}, 3, 3] with a [{width}] bias \
+                 for this UNet; found {dims:?} and {:?}",
+                self.latent_channels(),
+                bias.dims()
+            );
+        }
+        let device = self.conv_in.weight().device().clone();
+        let dtype = self.conv_in.weight().dtype();
+        Ok(Conv2d::new(
+            weight.to_device(&device)?.to_dtype(dtype)?,
+            bias.to_device(&device)?.to_dtype(dtype)?,
+            Conv2dConfig {
+                padding: 1,
+                ..Default::default()
+            },
+        ))
+    }
+
+    /// Channels of the latents this UNet denoises (its output channels).
+    pub fn latent_channels(&self) -> usize {
+        self.config.out_channels
+    }
+
     /// One evaluation: `sample` `[B, in_channels, h, w]`, `context` `[B, 77, cross_dim]`; `grounding`
     /// carries the position net's tokens and the gate scale (None or scale 0: the fusers are skipped).
     pub fn forward(
@@ -561,6 +594,19 @@ impl UNet2DConditionModel {
         timestep: f64,
         context: &Tensor,
         grounding: Option<&Grounding>,
+    ) -> Result<Tensor> {
+        self.forward_with_first_conv(sample, timestep, context, grounding, None)
+    }
+
+    /// [`Self::forward`] with another first conv in place of `conv_in` (a spatial-map checkpoint
+    /// after its grounding ends: Stable Diffusion's own, on the 4 latent channels alone).
+    pub fn forward_with_first_conv(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        grounding: Option<&Grounding>,
+        first_conv: Option<&Conv2d>,
     ) -> Result<Tensor> {
         let (b, _, _, _) = sample.dims4()?;
         let dtype = sample.dtype();
@@ -574,7 +620,7 @@ impl UNet2DConditionModel {
         .to_dtype(dtype)?;
         let emb = self.time_embedding.forward(&t_emb)?.repeat((b, 1))?;
 
-        let mut xs = self.conv_in.forward(sample)?;
+        let mut xs = first_conv.unwrap_or(&self.conv_in).forward(sample)?;
         let mut skips = vec![xs.clone()];
         for block in &self.down_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {

@@ -3,8 +3,11 @@
 
 use super::grounding::ImageGrounding;
 use super::scheduler::{SchedulerConfig, SchedulerError, SchedulerKind, TimestepSpacing};
+use super::spatial::SpatialGrounding;
 use super::{image_prep, GligenModel, ModelOrigin, PipelineError};
+use crate::layout::MapKind;
 use crate::model::clip_vision::{ClipVisionConfig, ClipVisionModelWithProjection, ImageProjection};
+use crate::model::spatial::{GroundingDownsampler, SpatialPositionNet};
 use crate::model::{
     AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
 };
@@ -129,6 +132,9 @@ pub struct LoadOptions {
     /// hub repo id. By default an `image_encoder/` folder beside the checkpoint, else
     /// `openai/clip-vit-large-patch14` from the hub, as the original code uses.
     pub image_encoder: Option<String>,
+    /// Stable Diffusion's first conv for spatial-map checkpoints (see
+    /// [`orig::find_sd_conv_in`]); by default found beside the checkpoint or in the HF cache.
+    pub sd_conv_in: Option<PathBuf>,
     /// How a download that loading needs (that image tower) reports itself.
     pub progress: crate::weights::Progress,
 }
@@ -230,9 +236,15 @@ impl GligenModel {
             &ck.clip_config,
         )
         .map_err(build_err("text encoder"))?;
-        let unet =
-            UNet2DConditionModel::new(ck.unet.into_var_builder(dtype, device), &ck.unet_config)
-                .map_err(build_err("UNet"))?;
+        let unet_vb = ck.unet.into_var_builder(dtype, device);
+        let unet = UNet2DConditionModel::new(unet_vb.clone(), &ck.unet_config)
+            .map_err(build_err("UNet"))?;
+        let spatial = match ck.grounding {
+            GroundingKind::Map(kind) => {
+                Some(spatial_grounding(path, kind, &unet, &unet_vb, options)?)
+            }
+            _ => None,
+        };
         let vae = AutoencoderKL::new(ck.vae.into_var_builder(dtype, device), &ck.vae_config)
             .map_err(build_err("VAE"))?;
         if let (Some(g), Some(net)) = (&image_grounding, &unet.position_net) {
@@ -260,6 +272,7 @@ impl GligenModel {
             unet,
             vae,
             image_grounding,
+            spatial,
             scheduler_json,
             default_scheduler: SchedulerKind::Pndm,
             device: device.clone(),
@@ -370,6 +383,7 @@ impl GligenModel {
             unet,
             vae,
             image_grounding,
+            spatial: None,
             scheduler_json,
             default_scheduler,
             device: device.clone(),
@@ -378,4 +392,63 @@ impl GligenModel {
             origin: ModelOrigin::Diffusers,
         })
     }
+}
+
+/// A spatial-map checkpoint's map networks and SD's first conv, checked against its UNet.
+fn spatial_grounding(
+    path: &Path,
+    kind: MapKind,
+    unet: &UNet2DConditionModel,
+    vb: &candle_nn::VarBuilder,
+    options: &LoadOptions,
+) -> Result<SpatialGrounding, LoadError> {
+    let position_net = SpatialPositionNet::new(vb.pp("position_net"), kind)
+        .map_err(build_err("map position net"))?;
+    let downsampler =
+        GroundingDownsampler::new(vb.pp("downsample_net"), kind, position_net.resize_input())
+            .map_err(build_err("map downsampler"))?;
+    let takes = unet.config.in_channels;
+    let latents = unet.latent_channels();
+    if takes != latents + downsampler.out_channels() {
+        return Err(LoadError::Build {
+            component: "UNet".into(),
+            source: candle_core::Error::Msg(format!(
+                "the first conv takes {takes} channels but the latents and the {} downsampler \
+                 make {}",
+                kind.label(),
+                latents + downsampler.out_channels()
+            )),
+        });
+    }
+    let cross = match &unet.config.cross_attention_dim {
+        crate::model::unet::PerBlock::One(c) => *c,
+        crate::model::unet::PerBlock::Each(c) => c.first().copied().unwrap_or(0),
+    };
+    if position_net.out_dim() != cross {
+        return Err(LoadError::Build {
+            component: "map position net".into(),
+            source: candle_core::Error::Msg(format!(
+                "its tokens are {} wide but the UNet's context is {cross}",
+                position_net.out_dim()
+            )),
+        });
+    }
+    let sd_conv_in = match orig::find_sd_conv_in(path, options.sd_conv_in.as_deref())? {
+        Some((from, weight, bias)) => {
+            let conv = unet.first_conv_from(weight, bias).map_err(|e| {
+                LoadError::Weights(WeightsError::Unreadable {
+                    path: from.clone(),
+                    message: e.to_string(),
+                })
+            })?;
+            Some((from, conv))
+        }
+        None => None,
+    };
+    Ok(SpatialGrounding {
+        kind,
+        position_net,
+        downsampler,
+        sd_conv_in,
+    })
 }

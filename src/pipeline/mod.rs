@@ -13,6 +13,7 @@ mod noise;
 pub mod preview;
 pub mod resample;
 pub mod scheduler;
+pub mod spatial;
 
 pub use grounding::{ImageGrounding, IMAGE_FEATURE_NORM, MAX_GROUNDING_SLOTS};
 pub use inpaint::Inpaint;
@@ -23,6 +24,7 @@ pub use noise::{
 };
 
 use crate::layout::{Layout, LayoutError, ModelLimits};
+use crate::model::blocks::Conv2d;
 use crate::model::{AutoencoderKL, ClipTextModel, Grounding, UNet2DConditionModel};
 use crate::weights::{ClipTokenizer, WeightsError};
 use candle_core::{DType, Device, Tensor};
@@ -168,6 +170,8 @@ pub struct GligenModel {
     pub vae: AutoencoderKL,
     /// Text-image models: the CLIP vision tower, `image_project` and the image processor.
     pub image_grounding: Option<ImageGrounding>,
+    /// Spatial-map models: the map's networks and Stable Diffusion's first conv.
+    pub spatial: Option<spatial::SpatialGrounding>,
     /// `scheduler_config.json` as read, so that another scheduler class can be built from it.
     pub scheduler_json: String,
     pub default_scheduler: SchedulerKind,
@@ -226,6 +230,12 @@ impl GligenModel {
                 .and_then(super::model::position_net::PositionNet::max_persons)
                 .unwrap_or(8),
             supports_inpainting: self.unet.config.in_channels == 2 * self.latent_channels() + 1,
+            supports_maps: self.spatial.is_some(),
+            map_kind: self.spatial.as_ref().map(|s| s.kind),
+            map_canvas_side: self
+                .spatial
+                .as_ref()
+                .and_then(|s| s.canvas_side(self.vae_scale_factor())),
             ..ModelLimits::default()
         }
     }
@@ -351,8 +361,11 @@ struct Conditioning<'a> {
     /// Classifier-free guidance runs: the batch is `[unconditional, conditional]`.
     guided: bool,
     guidance_scale: f64,
-    /// Grounded inpainting's `[z0 · mask, mask]`, appended to the UNet input's channels.
-    inpaint_channels: Option<&'a Tensor>,
+    /// Grounded inpainting's `[z0 · mask, mask]` or a spatial map's downsampled channels,
+    /// appended to the UNet input's channels.
+    extra_channels: Option<&'a Tensor>,
+    /// A spatial-map model's first conv once its grounding has ended (SD's own, on the latents).
+    first_conv: Option<&'a Conv2d>,
 }
 
 impl GligenModel {
@@ -382,7 +395,10 @@ impl GligenModel {
         on_step: &mut dyn FnMut(&StepUpdate),
         cancel: &CancelToken,
     ) -> Result<Generated, PipelineError> {
-        if self.unet.config.in_channels != self.latent_channels() && layout.inpaint.is_none() {
+        if self.unet.config.in_channels != self.latent_channels()
+            && layout.inpaint.is_none()
+            && self.spatial.is_none()
+        {
             return Err(PipelineError::Invalid(
                 "this is a grounded-inpainting model: the layout needs an `inpaint` image (the boxes mark what is regenerated)".into(),
             ));
@@ -398,9 +414,17 @@ impl GligenModel {
 
         // Context: the prompts and the grounding tokens, once per generation.
         let context = self.prompt_context(layout, guided, &mut warnings)?;
-        let objs = match self.grounding_input(layout, guided, base_dir, &mut warnings)? {
-            Some(input) => Some(self.unet.grounding_tokens(&input).ctx("position net")?),
+        let map = match &self.spatial {
+            Some(s) => Some(s.prepare(layout, guided, base_dir, grid, &self.device, self.dtype)?),
             None => None,
+        };
+        let objs = match (
+            &map,
+            self.grounding_input(layout, guided, base_dir, &mut warnings)?,
+        ) {
+            (Some(map), _) => Some(map.tokens.clone()),
+            (None, Some(input)) => Some(self.unet.grounding_tokens(&input).ctx("position net")?),
+            (None, None) => None,
         };
 
         // Latents: the starting noise, and grounded inpainting's picture.
@@ -413,12 +437,16 @@ impl GligenModel {
         let latents = self.initial_latents(layout, options, inputs, &noise, grid)?;
         let mut latents = (latents * scheduler.init_noise_sigma()).ctx("initial latents")?;
         let inpaint = Inpaint::prepare(self, layout, base_dir, &noise, guided, grid)?;
-        let cond = Conditioning {
+        let mut cond = Conditioning {
             context,
             objs,
             guided,
             guidance_scale: options.guidance_scale,
-            inpaint_channels: inpaint.as_ref().map(|i| &i.extra_channels),
+            extra_channels: inpaint
+                .as_ref()
+                .map(|i| &i.extra_channels)
+                .or(map.as_ref().map(|m| &m.channels)),
+            first_conv: None,
         };
 
         // The loop. The scheduler may run more steps than asked (LDM-uniform spacing), and the
@@ -426,6 +454,9 @@ impl GligenModel {
         let total_steps = scheduler.num_inference_steps();
         let gates =
             crate::layout::grounding_alphas(options.alpha0, options.alpha_decay, total_steps);
+        let sd_conv_in = self.sd_conv_in_for(&gates)?;
+        // Switched to SD's first conv (for good, like the original sampler).
+        let mut first_conv = None;
         let timesteps = scheduler.timesteps().to_vec();
         // The timestep a sampling step starts from (PLMS's first step evaluates at two).
         let mut step_timestep = None;
@@ -436,6 +467,9 @@ impl GligenModel {
             let step = scheduler.sampling_step(i);
             let step_t = *step_timestep.get_or_insert(t);
             let gate = gates.get(step).copied().unwrap_or(0.0);
+            if gate == 0.0 && first_conv.is_none() {
+                first_conv = sd_conv_in;
+            }
             let ctx = format!("UNet evaluation {i} (step {step}, timestep {t})");
             let first_of_step = i == 0 || scheduler.sampling_step(i - 1) != step;
             if let (Some(inpaint), Some(draw)) =
@@ -443,6 +477,7 @@ impl GligenModel {
             {
                 latents = inpaint.renoise(&latents, &*scheduler, &mut noise, draw, t, &ctx)?;
             }
+            cond.first_conv = first_conv;
             let noise_pred = self.predict_noise(&latents, t, gate, &cond, &*scheduler, &ctx)?;
             let pred_x0 = scheduler
                 .pred_original_sample(&noise_pred, t, &latents)
@@ -562,9 +597,13 @@ impl GligenModel {
             latents.clone()
         };
         let input = scheduler.scale_model_input(input, t).ctx(ctx)?;
-        let input = match cond.inpaint_channels {
-            Some(extra) => Tensor::cat(&[&input, extra], 1).ctx(ctx)?,
-            None => input,
+        // After a spatial-map model's switch to SD's own first conv, the map is no longer
+        // concatenated.
+        let input = match cond.extra_channels {
+            Some(extra) if cond.first_conv.is_none() => {
+                Tensor::cat(&[&input, extra], 1).ctx(ctx)?
+            }
+            _ => input,
         };
         let input = input.to_dtype(self.dtype).ctx(ctx)?;
         let grounding = cond.objs.as_ref().map(|o| Grounding {
@@ -573,7 +612,13 @@ impl GligenModel {
         });
         let noise = self
             .unet
-            .forward(&input, t, &cond.context, grounding.as_ref())
+            .forward_with_first_conv(
+                &input,
+                t,
+                &cond.context,
+                grounding.as_ref(),
+                cond.first_conv,
+            )
             .ctx(ctx)?;
         let noise = noise.to_dtype(DType::F32).ctx(ctx)?;
         if !cond.guided {

@@ -97,6 +97,7 @@ pub(super) fn load(
             let options = pipeline::LoadOptions {
                 progress,
                 image_encoder,
+                ..pipeline::LoadOptions::default()
             };
             GligenModel::load_with(&load_source, &device, dtype, &options)
         },

@@ -118,7 +118,11 @@ impl Block {
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
-        let ys = self.dwconv.forward(xs)?.permute((0, 2, 3, 1))?.contiguous()?;
+        let ys = self
+            .dwconv
+            .forward(xs)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?;
         let ys = self.norm.forward(&ys.reshape((b * h * w, c))?, 1)?;
         let ys = self.pwconv1.forward(&ys)?.gelu_erf()?;
         let mut ys = self.pwconv2.forward(&ys)?;

@@ -51,7 +51,9 @@ impl GroundingDownsampler {
                 let (first, k1, inp, mid) = stride2_conv(vb.pp("layers").pp("0"))?;
                 let (second, k2, mid2, out) = stride2_conv(vb.pp("layers").pp("2"))?;
                 if mid2 != mid {
-                    candle_core::bail!("downsample_net.layers.2 takes {mid2} channels, layers.0 gives {mid}");
+                    candle_core::bail!(
+                        "downsample_net.layers.2 takes {mid2} channels, layers.0 gives {mid}"
+                    );
                 }
                 // Canny and depth read channel 0 of the RGB map, normal maps all three.
                 let expected = match kind {
