@@ -96,7 +96,7 @@ fn run_case(dir: &Path, models: &mut HashMap<PathBuf, GligenModel>) -> (f64, f64
 #[test]
 fn original_cases_match_the_original_code() {
     let dirs = case_dirs(&original_dir());
-    assert_eq!(dirs.len(), 10, "original cases: {dirs:?}");
+    assert_eq!(dirs.len(), 21, "original cases: {dirs:?}");
     let mut models = HashMap::new();
     let mut worst = (0f64, 0f64);
     for dir in &dirs {
@@ -106,8 +106,9 @@ fn original_cases_match_the_original_code() {
     println!("worst: latents {:.3e}, image {:.3e}", worst.0, worst.1);
     assert_eq!(
         models.len(),
-        5,
-        "the text-box, keypoint, text-image, inpainting and text-image inpainting checkpoints"
+        10,
+        "the text-box, keypoint, text-image, inpainting, text-image inpainting and five \
+         spatial-map checkpoints"
     );
 }
 

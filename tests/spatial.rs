@@ -251,110 +251,35 @@ fn a_checkpoint_of_another_kind_is_refused() {
     assert!(e.to_string().contains("152 channels"), "{e}");
 }
 
+/// In f64 the nets take candle's generic operations (grouped convolution for the depthwise
+/// filters, candle's convolutions) instead of the CPU f32 kernels: the same results.
 #[test]
-fn tmp_timing_released_size() {
-    use candle_nn::VarMap;
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let (depths, dims) = ([3usize, 3, 9, 3], [96usize, 192, 384, 768]);
-    let bb = vb.pp("position_net").pp("convnext_tiny_backbone");
-    let init = candle_nn::Init::Randn {
-        mean: 0.0,
-        stdev: 0.02,
-    };
-    for i in 0..4 {
-        let ds = bb.pp("downsample_layers").pp(i.to_string());
-        if i == 0 {
-            ds.pp("0")
-                .get_with_hints((96, 3, 4, 4), "weight", init)
-                .unwrap();
-            ds.pp("0").get_with_hints(96, "bias", init).unwrap();
-            ds.pp("1")
-                .get_with_hints(96, "weight", candle_nn::Init::Const(1.0))
-                .unwrap();
-            ds.pp("1").get_with_hints(96, "bias", init).unwrap();
-        } else {
-            ds.pp("0")
-                .get_with_hints(dims[i - 1], "weight", candle_nn::Init::Const(1.0))
-                .unwrap();
-            ds.pp("0")
-                .get_with_hints(dims[i - 1], "bias", init)
-                .unwrap();
-            ds.pp("1")
-                .get_with_hints((dims[i], dims[i - 1], 2, 2), "weight", init)
-                .unwrap();
-            ds.pp("1").get_with_hints(dims[i], "bias", init).unwrap();
-        }
-        for j in 0..depths[i] {
-            let b = bb.pp("stages").pp(i.to_string()).pp(j.to_string());
-            let d = dims[i];
-            b.get_with_hints(d, "gamma", init).unwrap();
-            b.pp("dwconv")
-                .get_with_hints((d, 1, 7, 7), "weight", init)
-                .unwrap();
-            b.pp("dwconv").get_with_hints(d, "bias", init).unwrap();
-            b.pp("norm")
-                .get_with_hints(d, "weight", candle_nn::Init::Const(1.0))
-                .unwrap();
-            b.pp("norm").get_with_hints(d, "bias", init).unwrap();
-            b.pp("pwconv1")
-                .get_with_hints((4 * d, d), "weight", init)
-                .unwrap();
-            b.pp("pwconv1").get_with_hints(4 * d, "bias", init).unwrap();
-            b.pp("pwconv2")
-                .get_with_hints((d, 4 * d), "weight", init)
-                .unwrap();
-            b.pp("pwconv2").get_with_hints(d, "bias", init).unwrap();
-        }
-    }
-    let p = vb.pp("position_net");
-    p.get_with_hints((1, 64, 768), "pos_embedding", init)
-        .unwrap();
-    p.get_with_hints(768, "null_feature", init).unwrap();
-    for (i, (o, inp)) in [(0, (512, 768)), (2, (512, 512)), (4, (768, 512))] {
-        p.pp("linears")
-            .pp(i.to_string())
-            .get_with_hints(o_i(o, inp), "weight", init)
-            .unwrap();
-        p.pp("linears")
-            .pp(i.to_string())
-            .get_with_hints(o, "bias", init)
-            .unwrap();
-    }
-    fn o_i(o: usize, i: usize) -> (usize, usize) {
-        (o, i)
-    }
-    let d = vb.pp("downsample_net").pp("layers");
-    d.pp("0")
-        .get_with_hints((4, 1, 4, 4), "weight", init)
-        .unwrap();
-    d.pp("0").get_with_hints(4, "bias", init).unwrap();
-    d.pp("2")
-        .get_with_hints((8, 4, 4, 4), "weight", init)
-        .unwrap();
-    d.pp("2").get_with_hints(8, "bias", init).unwrap();
-    let map_: HashMap<String, Tensor> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let vb = VarBuilder::from_tensors(map_, DType::F32, &Device::Cpu);
-    let pos = SpatialPositionNet::new(vb.pp("position_net"), MapKind::Canny).unwrap();
-    let down =
-        GroundingDownsampler::new(vb.pp("downsample_net"), MapKind::Canny, pos.resize_input())
-            .unwrap();
-    assert_eq!(pos.resize_input(), 256);
-    assert_eq!(pos.backbone().depths(), &depths);
-    let map = Tensor::randn(0f32, 1.0, (2, 3, 512, 512), &Device::Cpu).unwrap();
-    let mask = Tensor::new(&[1f32, 1.0], &Device::Cpu).unwrap();
-    for _ in 0..2 {
-        let t = std::time::Instant::now();
-        let y = pos.forward(&map, &mask).unwrap();
-        println!("pos forward b2 512: {:?} {:?}", t.elapsed(), y.dims());
-        let t = std::time::Instant::now();
-        let y = down.forward(&map, (64, 64)).unwrap();
-        println!("down forward b2 512: {:?} {:?}", t.elapsed(), y.dims());
+fn generic_path_matches_in_f64() {
+    for kind in [MapKind::Normal, MapKind::Sem] {
+        let name = kind.as_str();
+        let r = reference(kind);
+        let path = original_dir().join(format!("gligen-tiny-{name}.pth"));
+        let vb = TensorFile::open_pickle_key(&path, "model")
+            .unwrap()
+            .into_var_builder(DType::F64, &Device::Cpu);
+        let pos = SpatialPositionNet::new(vb.pp("position_net"), kind).unwrap();
+        let down =
+            GroundingDownsampler::new(vb.pp("downsample_net"), kind, pos.resize_input()).unwrap();
+        let (map, mask) = (get(&r.tensors, "map"), get(&r.tensors, "mask"));
+        let objs = pos.forward(map, mask).unwrap();
+        assert_eq!(objs.dtype(), DType::F64);
+        check(
+            &format!("{name} objs (f64)"),
+            &objs,
+            get(&r.tensors, "objs"),
+            MODULE_TOL,
+        );
+        let downsampled = down.forward(map, r.latent_hw()).unwrap();
+        check(
+            &format!("{name} downsampled (f64)"),
+            &downsampled,
+            get(&r.tensors, "downsampled"),
+            MODULE_TOL,
+        );
     }
 }

@@ -411,7 +411,7 @@ fn spatial_grounding(
     let latents = unet.latent_channels();
     if takes != latents + downsampler.out_channels() {
         return Err(LoadError::Build {
-            component: "UNet".into(),
+            component: "UNet",
             source: candle_core::Error::Msg(format!(
                 "the first conv takes {takes} channels but the latents and the {} downsampler \
                  make {}",
@@ -426,7 +426,7 @@ fn spatial_grounding(
     };
     if position_net.out_dim() != cross {
         return Err(LoadError::Build {
-            component: "map position net".into(),
+            component: "map position net",
             source: candle_core::Error::Msg(format!(
                 "its tokens are {} wide but the UNet's context is {cross}",
                 position_net.out_dim()

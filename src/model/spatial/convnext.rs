@@ -4,8 +4,10 @@
 //! the checkpoint's tensors: the released models are convnext_tiny, small test models are not.
 
 use crate::model::blocks::{conv2d, Conv2d};
+use crate::model::cpu_ops::fused_cpu;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
+use rayon::prelude::*;
 
 /// ConvNeXt's LayerNorms use eps 1e-6 in both data formats.
 const LN_EPS: f64 = 1e-6;
@@ -84,10 +86,51 @@ fn patchify_conv(vb: VarBuilder) -> Result<(Conv2d, usize, usize)> {
     Ok((conv2d(inp, out, kh, cfg, vb)?, out, kh))
 }
 
+/// Depthwise convolution (one k×k filter per channel, stride 1, zero padding k/2) on CPU f32.
+/// candle runs a grouped convolution as one convolution per group, hundreds of small im2col products
+/// per block; here each plane is accumulated tap by tap over whole rows.
+fn depthwise_cpu(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    let k = weight.dim(2)?;
+    let p = k / 2;
+    let src = xs.flatten_all()?.to_vec1::<f32>()?;
+    let taps = weight.flatten_all()?.to_vec1::<f32>()?;
+    let bias = bias.to_vec1::<f32>()?;
+    let mut out = vec![0f32; b * c * h * w];
+    out.par_chunks_mut(h * w)
+        .zip(src.par_chunks(h * w))
+        .enumerate()
+        .for_each(|(plane, (out, src))| {
+            let ch = plane % c;
+            out.fill(bias[ch]);
+            for ky in 0..k {
+                // Output rows and columns whose input pixel `o + tap − p` lies inside the plane.
+                let (y0, y1) = (p.saturating_sub(ky), (h + p).saturating_sub(ky).min(h));
+                for kx in 0..k {
+                    let (x0, x1) = (p.saturating_sub(kx), (w + p).saturating_sub(kx).min(w));
+                    if y0 >= y1 || x0 >= x1 {
+                        continue;
+                    }
+                    let tap = taps[(ch * k + ky) * k + kx];
+                    for oy in y0..y1 {
+                        let start = (oy + ky - p) * w + x0 + kx - p;
+                        let (o, i) = (&mut out[oy * w..][x0..x1], &src[start..][..x1 - x0]);
+                        for (o, i) in o.iter_mut().zip(i) {
+                            *o += tap * i;
+                        }
+                    }
+                }
+            }
+        });
+    Tensor::from_vec(out, (b, c, h, w), xs.device())
+}
+
 /// One block: depthwise 7×7 conv, LayerNorm, pointwise MLP with exact GELU, layer scale, residual.
 #[derive(Debug, Clone)]
 struct Block {
-    dwconv: Conv2d,
+    /// `[C, 1, k, k]`, `[C]`.
+    dw_weight: Tensor,
+    dw_bias: Tensor,
     norm: LayerNorm,
     pwconv1: Linear,
     pwconv2: Linear,
@@ -99,13 +142,12 @@ impl Block {
     fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
         let dw = vb.pp("dwconv");
         let (_, _, k, _) = dw.get_unchecked("weight")?.dims4()?;
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            groups: dim,
-            ..Default::default()
-        };
+        if k % 2 == 0 {
+            candle_core::bail!("{}: even {k}×{k} depthwise kernel", dw.prefix());
+        }
         Ok(Self {
-            dwconv: conv2d(dim, dim, k, cfg, dw)?,
+            dw_weight: dw.get((dim, 1, k, k), "weight")?,
+            dw_bias: dw.get(dim, "bias")?,
             norm: LayerNorm::new(dim, vb.pp("norm"))?,
             pwconv1: Linear::new(vb.pp("pwconv1"))?,
             pwconv2: Linear::new(vb.pp("pwconv2"))?,
@@ -116,13 +158,18 @@ impl Block {
         })
     }
 
+    fn dwconv(&self, xs: &Tensor) -> Result<Tensor> {
+        if fused_cpu(xs) {
+            return depthwise_cpu(xs, &self.dw_weight, &self.dw_bias);
+        }
+        let (c, k) = (self.dw_weight.dim(0)?, self.dw_weight.dim(2)?);
+        xs.conv2d(&self.dw_weight, k / 2, 1, 1, c)?
+            .broadcast_add(&self.dw_bias.reshape((1, c, 1, 1))?)
+    }
+
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
-        let ys = self
-            .dwconv
-            .forward(xs)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?;
+        let ys = self.dwconv(xs)?.permute((0, 2, 3, 1))?.contiguous()?;
         let ys = self.norm.forward(&ys.reshape((b * h * w, c))?, 1)?;
         let ys = self.pwconv1.forward(&ys)?.gelu_erf()?;
         let mut ys = self.pwconv2.forward(&ys)?;

@@ -132,7 +132,8 @@ impl SpatialPositionNet {
         self.pos_embedding.dims()[1]
     }
 
-    /// The side the map is resized to before the ConvNeXt (`32·√N`; 256 in the released models).
+    /// The side the map is resized to before the ConvNeXt: its down factor (32 for four stages) times
+    /// √N, 256 in the released models.
     pub fn resize_input(&self) -> usize {
         self.resize_input
     }

@@ -2,6 +2,10 @@
 //! `DPMSolverMultistepScheduler`: orders 1–3, midpoint or Heun, trained or Karras sigmas. The SDE
 //! variants draw noise at every step and are refused.
 
+// Written as diffusers computes it (`torch.exp(h) - 1.0`, not `expm1`), to agree with it bit for
+// bit.
+#![allow(clippy::imprecise_flops)]
+
 use candle_core::{Result as CandleResult, Tensor};
 
 use super::sigmas::{

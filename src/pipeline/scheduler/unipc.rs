@@ -312,13 +312,15 @@ fn solve(a: &[Vec<f32>], b: &[f32]) -> CandleResult<Vec<f32>> {
         m.swap(col, pivot);
         x.swap(col, pivot);
         let inv = 1.0 / m[col][col];
-        for row in col + 1..n {
-            let l = m[row][col] * inv;
-            m[row][col] = l;
-            for k in col + 1..n {
-                m[row][k] -= l * m[col][k];
+        let (upper, lower) = m.split_at_mut(col + 1);
+        let pivot_row = &upper[col];
+        for (offset, row) in lower.iter_mut().enumerate() {
+            let l = row[col] * inv;
+            row[col] = l;
+            for (r, p) in row[col + 1..].iter_mut().zip(&pivot_row[col + 1..]) {
+                *r -= l * p;
             }
-            x[row] -= l * x[col];
+            x[col + 1 + offset] -= l * x[col];
         }
     }
     for col in (0..n).rev() {
