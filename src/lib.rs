@@ -7,6 +7,7 @@
 pub mod fsio;
 pub mod fuzzing;
 pub mod layout;
+pub mod maps;
 pub mod model;
 pub mod pipeline;
 #[cfg(feature = "studio")]

@@ -6,14 +6,17 @@ pub mod blocks;
 pub mod clip;
 pub mod clip_vision;
 pub mod cpu_ops;
+pub mod interrupt;
 pub mod position_net;
 pub mod spatial;
+pub mod taesd;
 pub mod transformer;
 pub mod unet;
 pub mod vae;
 
 pub use clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
 pub use position_net::{PositionNet, PositionNetInput};
+pub use taesd::{AutoencoderTiny, TaesdConfig};
 pub use transformer::Grounding;
 pub use unet::{UNet2DConditionModel, UNetConfig};
 pub use vae::{AutoencoderKL, VaeConfig};

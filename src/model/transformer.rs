@@ -121,15 +121,19 @@ impl BasicTransformerBlock {
         context: &Tensor,
         grounding: Option<&Grounding>,
     ) -> Result<Tensor> {
+        super::interrupt::check()?;
         let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
+        super::interrupt::check()?;
         let xs = match (&self.fuser, grounding) {
             (Some(fuser), Some(g)) if g.gate_scale != 0.0 => fuser.forward(&xs, g)?,
             _ => xs,
         };
+        super::interrupt::check()?;
         let xs = (self
             .attn2
             .forward(&self.norm2.forward(&xs)?, Some(context))?
             + &xs)?;
+        super::interrupt::check()?;
         self.ff.forward(&self.norm3.forward(&xs)?)? + xs
     }
 }

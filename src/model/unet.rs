@@ -3,6 +3,7 @@
 //! blocks are assembled here from the shared convolutional blocks in [`super::blocks`].
 
 use super::blocks::{conv2d, group_norm, Conv2d, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig};
+use super::interrupt;
 use super::position_net::{PositionNet, PositionNetInput};
 use super::transformer::{Grounding, Transformer2DConfig, Transformer2DModel};
 use candle_core::{Module, Result, Tensor};
@@ -624,6 +625,7 @@ impl UNet2DConditionModel {
         let mut skips = vec![xs.clone()];
         for block in &self.down_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
+                interrupt::check()?;
                 xs = resnet.forward(&xs, Some(&emb))?;
                 if let Some(attn) = block.attentions.get(j) {
                     xs = attn.forward(&xs, context, grounding)?;
@@ -637,6 +639,7 @@ impl UNet2DConditionModel {
         }
 
         if let (Some(attn), [first, second]) = (&self.mid_attention, self.mid_resnets.as_slice()) {
+            interrupt::check()?;
             xs = first.forward(&xs, Some(&emb))?;
             xs = attn.forward(&xs, context, grounding)?;
             xs = second.forward(&xs, Some(&emb))?;
@@ -648,6 +651,7 @@ impl UNet2DConditionModel {
                     .pop()
                     .ok_or_else(|| candle_core::Error::msg("UNet skip connections exhausted"))?;
                 xs = Tensor::cat(&[&xs, &skip], 1)?;
+                interrupt::check()?;
                 xs = resnet.forward(&xs, Some(&emb))?;
                 if let Some(attn) = block.attentions.get(j) {
                     xs = attn.forward(&xs, context, grounding)?;

@@ -395,6 +395,29 @@ impl GligenModel {
         on_step: &mut dyn FnMut(&StepUpdate),
         cancel: &CancelToken,
     ) -> Result<Generated, PipelineError> {
+        // The networks check the flag between their blocks and kernel tasks, so a cancel lands
+        // within a fraction of a UNet evaluation rather than after it.
+        let result = crate::model::interrupt::with_flag(&cancel.0, || {
+            self.generate_unchecked(layout, options, inputs, on_step, cancel)
+        });
+        match result {
+            Err(PipelineError::Compute { source, .. })
+                if crate::model::interrupt::is_interrupted(&source) =>
+            {
+                Err(PipelineError::Cancelled)
+            }
+            other => other,
+        }
+    }
+
+    fn generate_unchecked(
+        &self,
+        layout: &Layout,
+        options: &GenerateOptions,
+        inputs: &GenerateInputs,
+        on_step: &mut dyn FnMut(&StepUpdate),
+        cancel: &CancelToken,
+    ) -> Result<Generated, PipelineError> {
         if self.unet.config.in_channels != self.latent_channels()
             && layout.inpaint.is_none()
             && self.spatial.is_none()

@@ -25,6 +25,10 @@ pub enum PicturePurpose {
     Style,
     /// The picture to inpaint.
     Inpaint,
+    /// The layout's spatial map.
+    Map,
+    /// A photo to make Canny edges from.
+    CannySource,
 }
 
 impl PicturePurpose {
@@ -34,6 +38,8 @@ impl PicturePurpose {
             PicturePurpose::Fill { .. } => "Choose the image box's picture",
             PicturePurpose::Style => "Choose the style image",
             PicturePurpose::Inpaint => "Open a picture for inpainting",
+            PicturePurpose::Map => "Choose the spatial map",
+            PicturePurpose::CannySource => "Choose a photo to make Canny edges from",
         }
     }
 }
@@ -253,6 +259,9 @@ impl StudioApp {
     /// Puts a checked picture where it was asked for (one undo step).
     pub(super) fn apply_picture(&mut self, purpose: PicturePurpose, picked: PickedPicture) {
         match purpose {
+            PicturePurpose::Map | PicturePurpose::CannySource => {
+                self.apply_map_picture(&purpose, picked.reference, picked.name);
+            }
             PicturePurpose::Fill { index, previous } => {
                 let still_there = matches!(
                     self.doc.layout().entities.get(index),

@@ -21,6 +21,8 @@ pub(crate) enum FileOutcome {
     ModelPicked(Option<PathBuf>),
     /// A picture chosen or dropped, checked (not yet decoded for display).
     Picture(PicturePurpose, Result<PickedPicture, String>),
+    /// A photo for Canny edges, cropped and resized to the canvas.
+    MapSource(Result<(String, image::RgbImage), String>),
     Cancelled,
 }
 
@@ -295,6 +297,7 @@ impl StudioApp {
                     FileOutcome::Picture(purpose, Ok(picked)) => {
                         self.apply_picture(purpose, picked);
                     }
+                    FileOutcome::MapSource(source) => self.apply_map_source(source),
                     FileOutcome::Picture(_, Err(e)) => self.notify(
                         NoticeLevel::Error,
                         format!("Could not use the picture: {e}"),

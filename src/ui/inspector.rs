@@ -112,6 +112,7 @@ impl StudioApp {
                 ui.label(RichText::new("Nothing selected").weak());
             }
         }
+        self.map_slot_ui(ui);
         ui.separator();
         self.style_slot_ui(ui);
         ui.separator();
@@ -119,7 +120,7 @@ impl StudioApp {
     }
 
     /// A thumbnail of a layout picture (decoded off the UI thread), at most `max` points.
-    fn picture_thumb_ui(
+    pub(super) fn picture_thumb_ui(
         &mut self,
         ui: &mut egui::Ui,
         reference: &str,

@@ -33,6 +33,7 @@ pub mod files;
 mod generate_panel;
 mod generation;
 mod inspector;
+mod map_slot;
 mod panels;
 pub mod pictures;
 
@@ -162,6 +163,8 @@ pub struct StudioApp {
     generation: Generation,
     files: Files,
     notices: Vec<Notice>,
+    /// The spatial map's tools (opacity, Canny source).
+    maps: map_slot::MapTools,
     status: String,
     /// A text field had the focus last frame (egui drops it on Escape before the app sees the key).
     text_focus_last_frame: bool,
@@ -219,6 +222,7 @@ impl StudioApp {
             status: String::new(),
             text_focus_last_frame: false,
             frame_stats: FrameStats::default(),
+            maps: map_slot::MapTools::default(),
             frame_began: None,
             show_frame_stats: false,
         };

@@ -66,7 +66,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub full_runs: usize,
     /// Only these rows (comma separated): clip_prompt, clip_phrases, position_net, unet_fuser_on,
-    /// unet_fuser_off, vae_decode, generation, first_preview.
+    /// unet_fuser_off, vae_decode, generation, first_preview, cancel_latency.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<String>,
     /// Image size in pixels (square); 512 is SD 1.4's.

@@ -106,9 +106,12 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
 
     fn contains_tensor(&self, name: &str) -> bool {
         // Answers the networks' format probes: diffusers' names (`weight`, `to_q`), a text-only
-        // position net (no keypoint or text-image tensors).
+        // position net (no keypoint, text-image or spatial-map tensors).
         let leaf = name.rsplit('.').next().unwrap_or(name);
-        !matches!(leaf, "gamma" | "beta" | "keypoint_embeddings") && !name.contains("linears_text")
+        !matches!(
+            leaf,
+            "gamma" | "beta" | "keypoint_embeddings" | "pos_embedding"
+        ) && !name.contains("linears_text")
     }
 }
 

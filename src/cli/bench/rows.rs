@@ -6,7 +6,7 @@ use super::BenchArgs;
 use serde::{Deserialize, Serialize};
 
 /// Every row the benchmark knows, in table order. The diffusers script uses the same keys.
-pub(super) const ROW_KEYS: [&str; 8] = [
+pub(super) const ROW_KEYS: [&str; 9] = [
     "clip_prompt",
     "clip_phrases",
     "position_net",
@@ -15,6 +15,7 @@ pub(super) const ROW_KEYS: [&str; 8] = [
     "vae_decode",
     "generation",
     "first_preview",
+    "cancel_latency",
 ];
 
 /// One row's measurement on one side.
@@ -100,6 +101,7 @@ pub(super) fn row_label(key: &str, args: &BenchArgs) -> String {
             args.steps
         ),
         "first_preview" => "start of generation → first preview".into(),
+        "cancel_latency" => format!("Cancel during a {s}² UNet evaluation → generation stopped"),
         other => other.into(),
     }
 }

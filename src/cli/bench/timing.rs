@@ -192,6 +192,7 @@ fn bench_glichen_rows(
             }),
             "vae_decode" => measure(dev, key, dn, w, r, || model.vae.decode(&latents)),
             "generation" | "first_preview" => continue,
+            "cancel_latency" => cancel_latency(args, model),
             other => RowResult::failed(other, dn, "unknown row".into()),
         };
         out.push(res);
@@ -280,4 +281,60 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
         ));
     }
     out
+}
+
+/// Time from a Cancel to the generation's return, with the cancel landing at spread-out moments
+/// of the first steps (so inside UNet evaluations, attention and convolutions alike).
+fn cancel_latency(args: &BenchArgs, model: &GligenModel) -> RowResult {
+    let dn = dtype_name(model.dtype);
+    let layout = match bench_layout(args.size, args.boxes, args.steps) {
+        Ok(l) => l,
+        Err(e) => return RowResult::failed("cancel_latency", dn, format!("{e:#}")),
+    };
+    let options = GenerateOptions::from_layout(&layout, SchedulerKind::Pndm);
+    let mut latencies = Vec::new();
+    reset_peak_rss();
+    let probe = LoadProbe::start();
+    for run in 0..args.runs.max(1) {
+        let cancel = CancelToken::new();
+        // 2.0 s, 3.7 s, 5.4 s, ... after the start: text encoding is over, the UNet is running
+        let delay = std::time::Duration::from_secs_f64(2.0 + 1.7 * run as f64);
+        let outcome = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let res = model.generate(&layout, &options, None, &mut |_| {}, &cancel);
+                (res, Instant::now())
+            });
+            std::thread::sleep(delay);
+            let cancelled_at = Instant::now();
+            cancel.cancel();
+            let (res, returned_at) = worker.join().map_err(|_| "the generation panicked")?;
+            match res {
+                Err(pipeline::PipelineError::Cancelled) => {
+                    Ok(returned_at.duration_since(cancelled_at).as_secs_f64())
+                }
+                Err(e) => Err(format!("{e}")),
+                Ok(_) => Err("the generation finished before the cancel; use more --steps".into()),
+            }
+        });
+        match outcome {
+            Ok(latency) => {
+                eprintln!(
+                    "  glichen {dn} cancel {}/{} at {:.1} s: stopped after {}",
+                    run + 1,
+                    args.runs.max(1),
+                    delay.as_secs_f64(),
+                    fmt_secs(latency)
+                );
+                latencies.push(latency);
+            }
+            Err(e) => return RowResult::failed("cancel_latency", dn, e),
+        }
+    }
+    RowResult::from_times(
+        "cancel_latency",
+        dn,
+        latencies,
+        peak_rss_bytes(),
+        probe.other_load(),
+    )
 }

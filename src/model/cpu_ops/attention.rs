@@ -77,7 +77,12 @@ impl CustomOp3 for FusedAttention {
         let qb = self.block.clamp(1, 512);
         let blocks = n.div_ceil(qb);
         let scale = self.scale;
+        // A cancel stops the remaining tasks (the worker threads do not see the caller's flag).
+        let stop = crate::model::interrupt::current();
         (0..b * h * blocks).into_par_iter().for_each(|task| {
+            if crate::model::interrupt::is_set(stop.as_ref()) {
+                return;
+            }
             let (bh, blk) = (task / blocks, task % blocks);
             let (bi, hi) = (bh / h, bh % h);
             let r0 = blk * qb;
@@ -155,6 +160,9 @@ impl CustomOp3 for FusedAttention {
                 }
             });
         });
+        if crate::model::interrupt::is_set(stop.as_ref()) {
+            return Err(crate::model::interrupt::interrupted());
+        }
         Ok((CpuStorage::F32(out), Shape::from((b, n, vd))))
     }
 }

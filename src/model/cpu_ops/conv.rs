@@ -122,14 +122,25 @@ impl CustomOp3 for FusedConv2d {
             });
         };
         let tasks = b * tiles;
+        // A cancel stops the remaining tiles (the worker threads do not see the caller's flag).
+        let stop = crate::model::interrupt::current();
+        let stopped = || crate::model::interrupt::is_set(stop.as_ref());
         if tasks >= 2 * threads {
-            (0..tasks)
-                .into_par_iter()
-                .for_each(|t| run(t, gemm::Parallelism::None));
+            (0..tasks).into_par_iter().for_each(|t| {
+                if !stopped() {
+                    run(t, gemm::Parallelism::None);
+                }
+            });
         } else {
             for t in 0..tasks {
+                if stopped() {
+                    break;
+                }
                 run(t, gemm::Parallelism::Rayon(threads));
             }
+        }
+        if stopped() {
+            return Err(crate::model::interrupt::interrupted());
         }
         Ok((CpuStorage::F32(out), Shape::from((b, co, ho, wo))))
     }

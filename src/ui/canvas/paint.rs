@@ -33,6 +33,8 @@ pub(super) struct Scene<'a> {
     /// The folder relative picture paths are read from.
     pub base: Option<PathBuf>,
     pub ctx: egui::Context,
+    /// Opacity of the spatial map layer.
+    pub map_opacity: f32,
 }
 
 /// How an entity is drawn this frame.
@@ -98,6 +100,7 @@ impl StudioApp {
             draft_badge: self.draft_badge(),
             base: self.base_dir(),
             ctx: ui.ctx().clone(),
+            map_opacity: self.maps.opacity,
         };
         let pictures = &mut self.files.pictures;
         let painter = painter.with_clip_rect(painter.clip_rect().intersect(ui.max_rect()));
@@ -105,6 +108,7 @@ impl StudioApp {
         if !scene.settings.show_boxes {
             return background;
         }
+        map_layer(&painter, tf, &scene, pictures);
         entities(&painter, tf, &scene, pictures);
         if let Some(CanvasDrag {
             op: DragOp::Draw { start },
@@ -231,6 +235,31 @@ fn background(
         );
     }
     background
+}
+
+/// The spatial map under the boxes, as the model sees it: the centred square of the picture
+/// stretched over the canvas.
+fn map_layer(painter: &Painter, tf: &CanvasTransform, scene: &Scene, pictures: &mut PictureCache) {
+    let Some(image) = scene.doc.layout().entities.iter().find_map(|e| match e {
+        Entity::Map { image, .. } => Some(image),
+        _ => None,
+    }) else {
+        return;
+    };
+    if scene.map_opacity <= 0.0 {
+        return;
+    }
+    if let PictureState::Ready(p) = pictures.get(&scene.ctx, image, scene.base.as_deref()) {
+        let side = p.size[0].min(p.size[1]);
+        let uv = p.centre_crop_uv(side, side);
+        let alpha = (scene.map_opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
+        painter.image(
+            p.texture.id(),
+            tf.screen_rect_from_box([0.0, 0.0, 1.0, 1.0]),
+            uv,
+            Color32::from_white_alpha(alpha),
+        );
+    }
 }
 
 /// Every entity in order (later ones on top).

@@ -1,0 +1,263 @@
+//! The spatial map: the inspector's slot for the layout's one map (choose a picture, or make
+//! Canny edges from a photo with live thresholds), and the canvas layer that shows it under the
+//! boxes, centre-cropped as the model sees it, at an adjustable opacity.
+
+use egui::{Button, RichText};
+use image::RgbImage;
+
+use super::edit::PicturePurpose;
+use super::file_actions::FileOutcome;
+use super::pictures::describe_reference;
+use super::{NoticeLevel, StudioApp};
+use crate::layout::{Entity, EntityKind, MapKind};
+
+/// OpenCV's thresholds in GLIGEN's notes for its Canny maps.
+pub const CANNY_DEFAULT: (f32, f32) = (100.0, 200.0);
+
+/// What the map tools keep between frames (not part of the document).
+pub(crate) struct MapTools {
+    /// Opacity of the map layer on the canvas.
+    pub(crate) opacity: f32,
+    /// The kind a new map gets when no map model is loaded.
+    pub(crate) kind: MapKind,
+    /// The photo Canny edges are made from, centre-cropped and resized to the canvas.
+    pub(crate) canny_source: Option<(String, RgbImage)>,
+    pub(crate) canny_thresholds: (f32, f32),
+    /// The edges for the current thresholds and their preview texture.
+    canny_edges: Option<((f32, f32), RgbImage, egui::TextureHandle)>,
+}
+
+impl Default for MapTools {
+    fn default() -> Self {
+        Self {
+            opacity: 0.6,
+            kind: MapKind::Canny,
+            canny_source: None,
+            canny_thresholds: CANNY_DEFAULT,
+            canny_edges: None,
+        }
+    }
+}
+
+/// The photo for Canny edges, decoded, centre-cropped to a square and resized to the canvas side
+/// off the UI thread (as the pipeline will treat the edge map).
+pub(crate) fn prepare_canny_source(reference: &str, name: String, side: u32) -> FileOutcome {
+    let prepared = crate::layout::read_picture(reference, None)
+        .and_then(|bytes| crate::layout::decode_picture(&bytes))
+        .and_then(|img| {
+            let rgb = img.to_rgb8();
+            let (w, h) = rgb.dimensions();
+            let s = w.min(h);
+            if s == 0 {
+                return Err("the picture is empty".to_string());
+            }
+            let left = (f64::from(w - s) / 2.0).round_ties_even();
+            let top = (f64::from(h - s) / 2.0).round_ties_even();
+            let square = crate::pipeline::resample::pil_crop(
+                &rgb,
+                left,
+                top,
+                left + f64::from(s),
+                top + f64::from(s),
+            );
+            Ok(crate::pipeline::resample::pil_resize(
+                &square,
+                side,
+                side,
+                crate::pipeline::resample::PilFilter::Bicubic,
+            ))
+        });
+    FileOutcome::MapSource(prepared.map(|img| (name, img)))
+}
+
+impl StudioApp {
+    /// The kind the map slot works with: the loaded map model's, else the user's choice.
+    fn map_kind(&self) -> MapKind {
+        self.model_limits().map_kind.unwrap_or(self.maps.kind)
+    }
+
+    /// The inspector's map slot (shown when the model takes a map or the layout has one).
+    pub(super) fn map_slot_ui(&mut self, ui: &mut egui::Ui) {
+        let limits = self.model_limits();
+        let current = self.doc.layout().entities.iter().find_map(|e| match e {
+            Entity::Map { kind, image } => Some((*kind, image.clone())),
+            _ => None,
+        });
+        if limits.map_kind.is_none() && current.is_none() && !limits.supports_maps {
+            return;
+        }
+        ui.separator();
+        let kind = self.map_kind();
+        ui.label(RichText::new(format!("Spatial map ({kind})")).strong());
+        if limits.map_kind.is_none() {
+            egui::ComboBox::from_id_salt("map-kind")
+                .selected_text(kind.label())
+                .show_ui(ui, |ui| {
+                    for k in MapKind::ALL {
+                        ui.selectable_value(&mut self.maps.kind, k, k.label());
+                    }
+                });
+        }
+        let blocker = self.unsupported_reason(EntityKind::Map);
+        match &current {
+            Some((k, image)) => {
+                self.picture_thumb_ui(ui, image, egui::vec2(120.0, 90.0), blocker.is_none());
+                ui.label(
+                    RichText::new(format!("{} · {}", k.label(), describe_reference(image)))
+                        .small()
+                        .weak(),
+                );
+            }
+            None => {
+                ui.label(
+                    RichText::new(format!(
+                        "None: a whole-image {} the picture must follow.",
+                        kind.label()
+                    ))
+                    .weak(),
+                );
+            }
+        }
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(
+                    blocker.is_none(),
+                    Button::new(format!("Choose {}…", kind.label())),
+                )
+                .on_hover_text("A PNG, JPEG or WebP map, cropped to a square like the model does")
+                .clicked()
+            {
+                self.pick_picture_dialog(PicturePurpose::Map);
+            }
+            if ui
+                .add_enabled(current.is_some(), Button::new("Clear map"))
+                .on_hover_text("Remove the map (undoable)")
+                .clicked()
+            {
+                self.doc.edit("clear the map", |l| {
+                    l.entities.retain(|e| !matches!(e, Entity::Map { .. }));
+                });
+                self.doc.selection = None;
+            }
+        });
+        ui.add(egui::Slider::new(&mut self.maps.opacity, 0.0..=1.0).text("Map opacity"));
+        if kind == MapKind::Canny {
+            self.canny_ui(ui, blocker.is_none());
+        }
+    }
+
+    /// Canny edges from a photo: pick it, tune the thresholds with a live preview, use the edges.
+    fn canny_ui(&mut self, ui: &mut egui::Ui, usable: bool) {
+        if ui
+            .add_enabled(usable, Button::new("Make edges from a photo…"))
+            .on_hover_text(
+                "Canny edges computed here, as GLIGEN's training maps were (OpenCV, 100/200)",
+            )
+            .clicked()
+        {
+            self.pick_picture_dialog(PicturePurpose::CannySource);
+        }
+        let Some((name, source)) = &self.maps.canny_source else {
+            return;
+        };
+        ui.label(RichText::new(format!("Edges of {name}")).small());
+        let (mut low, mut high) = self.maps.canny_thresholds;
+        ui.add(egui::Slider::new(&mut low, 0.0..=500.0).text("low threshold"));
+        ui.add(egui::Slider::new(&mut high, 0.0..=500.0).text("high threshold"));
+        self.maps.canny_thresholds = (low, high.max(low));
+        let wanted = self.maps.canny_thresholds;
+        let stale = self
+            .maps
+            .canny_edges
+            .as_ref()
+            .is_none_or(|(t, _, _)| *t != wanted);
+        if stale {
+            let edges = crate::maps::canny::canny_rgb(
+                &image::DynamicImage::ImageRgb8(source.clone()),
+                wanted.0,
+                wanted.1,
+            );
+            let (w, h) = edges.dimensions();
+            let color = egui::ColorImage::from_rgb([w as usize, h as usize], edges.as_raw());
+            let texture =
+                ui.ctx()
+                    .load_texture("canny-preview", color, egui::TextureOptions::LINEAR);
+            self.maps.canny_edges = Some((wanted, edges, texture));
+        }
+        if let Some((_, edges, texture)) = &self.maps.canny_edges {
+            ui.image((texture.id(), egui::vec2(120.0, 120.0)));
+            if ui.button("Use these edges").clicked() {
+                let uri =
+                    crate::layout::png_data_uri(&image::DynamicImage::ImageRgb8(edges.clone()));
+                match uri {
+                    Ok(uri) => self.set_map(MapKind::Canny, uri, "Canny edges"),
+                    Err(e) => {
+                        self.notify(NoticeLevel::Error, format!("Could not keep the edges: {e}"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts `image` in the layout's map slot (one undo step).
+    pub(super) fn set_map(&mut self, kind: MapKind, image: String, name: &str) {
+        if let Some(reason) = self.unsupported_reason(EntityKind::Map) {
+            self.notify(
+                NoticeLevel::Warning,
+                format!("{name} was not set as the map: {reason}."),
+            );
+            return;
+        }
+        self.doc.edit("set the map", |l| {
+            match l
+                .entities
+                .iter_mut()
+                .find(|e| matches!(e, Entity::Map { .. }))
+            {
+                Some(e) => *e = Entity::Map { kind, image },
+                None => l.entities.insert(0, Entity::Map { kind, image }),
+            }
+        });
+        self.status = format!("Map: {name}");
+    }
+
+    /// The map picked for [`PicturePurpose::Map`] or the photo for Canny edges.
+    pub(super) fn apply_map_picture(
+        &mut self,
+        purpose: &PicturePurpose,
+        reference: String,
+        name: String,
+    ) {
+        match purpose {
+            PicturePurpose::CannySource => {
+                let side = self.doc.layout().width.min(self.doc.layout().height);
+                let reference = match self.picture_base() {
+                    Some(base) if !crate::layout::is_data_uri(&reference) => {
+                        crate::layout::picture_path(&reference, Some(&base))
+                            .display()
+                            .to_string()
+                    }
+                    _ => reference,
+                };
+                self.spawn_file_task("glichen-canny-source", move || {
+                    prepare_canny_source(&reference, name, side)
+                });
+            }
+            _ => {
+                let kind = self.map_kind();
+                self.set_map(kind, reference, &name);
+            }
+        }
+    }
+
+    /// A photo for Canny edges, prepared.
+    pub(super) fn apply_map_source(&mut self, source: Result<(String, RgbImage), String>) {
+        match source {
+            Ok((name, img)) => {
+                self.maps.canny_source = Some((name, img));
+                self.maps.canny_edges = None;
+            }
+            Err(e) => self.notify(NoticeLevel::Error, format!("Could not read the photo: {e}")),
+        }
+    }
+}
