@@ -24,7 +24,7 @@ import sys
 import time
 
 ROW_KEYS = ["clip_prompt", "clip_phrases", "position_net", "unet_fuser_on", "unet_fuser_off", "vae_decode",
-            "generation", "first_preview"]
+            "taesd_decode", "generation", "first_preview", "cancel_latency"]
 PHRASE_TOKENS = 8
 PROMPT_TOKENS = 20
 BENCH_TIMESTEP = 981
@@ -373,6 +373,14 @@ def bench_dtype(args, rows, name, dtype, device, torch):
             fuser(True)
         elif key == "vae_decode":
             measure(key, lambda: vae.decode(latents / vae.config.scaling_factor).sample)
+        elif key == "taesd_decode":
+            # madebyollin/taesd's sizes (AutoencoderTiny's defaults), random weights
+            from diffusers import AutoencoderTiny
+            taesd = AutoencoderTiny().to(device=device, dtype=dtype).eval()
+            measure(key, lambda: taesd.decode(latents / taesd.config.scaling_factor).sample)
+        elif key == "cancel_latency":
+            # diffusers only stops between steps (callback_on_step_end + pipe._interrupt)
+            continue
 
     if "generation" in rows or "first_preview" in rows:
         bench_generation(args, rows, name, torch, pipe or make_pipeline(torch, unet, text_encoder, vae, scheduler),

@@ -299,3 +299,54 @@ fn default_config_uses_exactly_diffusers_keys() {
         .collect();
     assert_eq!(ours, expected);
 }
+
+/// Loaded beside a model, TAESD decodes previews and, when asked, a draft's final latents; the
+/// full render keeps the model's VAE.
+#[test]
+fn taesd_beside_a_model_finishes_drafts_only_when_asked() {
+    use glichen::layout::Layout;
+    use glichen::pipeline::{CancelToken, GenerateOptions, GligenModel, LoadOptions};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let options = LoadOptions {
+        preview_decoder: Some(root.join("taesd/tiny-taesd").display().to_string()),
+        ..LoadOptions::default()
+    };
+    let model = GligenModel::load_with(
+        &glichen::weights::ModelSource::Folder(root.join("models/tiny-a")),
+        &Device::Cpu,
+        DType::F32,
+        &options,
+    )
+    .unwrap();
+    let mut layout = Layout::load(root.join("cases/a_one_box/layout.json")).unwrap();
+    layout.sampling.steps = Some(2);
+    let mut opts = GenerateOptions::from_layout(&layout, model.default_scheduler);
+    let full = model
+        .generate(&layout, &opts, None, &mut |_| {}, &CancelToken::new())
+        .unwrap();
+    let vae = full.image.unwrap();
+    assert_eq!(vae.dimensions(), (32, 32), "the VAE's own size");
+    opts.finish_with_preview_decoder = true;
+    let draft = model
+        .generate(&layout, &opts, None, &mut |_| {}, &CancelToken::new())
+        .unwrap();
+    let taesd = draft.image.unwrap();
+    // TAESD upsamples the 16×16 latents 8×
+    assert_eq!(taesd.dimensions(), (128, 128));
+    assert_eq!(taesd, model.preview_rgb(&draft.latents).unwrap());
+
+    // a decoder for other latents is refused naming the mismatch
+    let err = GligenModel::load_with(
+        &glichen::weights::ModelSource::Folder(root.join("models/tiny-a")),
+        &Device::Cpu,
+        DType::F32,
+        &LoadOptions {
+            preview_decoder: Some(root.join("models/tiny-a/vae").display().to_string()),
+            ..LoadOptions::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("preview decoder"), "{err}");
+}

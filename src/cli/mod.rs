@@ -94,6 +94,10 @@ pub struct GenerateArgs {
     /// checkpoint, else masterful/gligen-1-4-generation-text-box in the Hugging Face cache.
     #[arg(long)]
     pub sd_conv_in: Option<PathBuf>,
+    /// The TAESD preview decoder (a folder, `taesd` from the catalogue, or a hub repo id): the
+    /// `--previews` pictures become TAESD decodes of each step's predicted picture.
+    #[arg(long)]
+    pub preview_decoder: Option<String>,
 }
 
 fn parse_scheduler(s: &str) -> std::result::Result<SchedulerKind, String> {
@@ -253,6 +257,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let load_options = pipeline::LoadOptions {
         image_encoder: args.image_encoder.clone(),
         sd_conv_in: args.sd_conv_in.clone(),
+        preview_decoder: args.preview_decoder.clone(),
         progress: weights::Progress::Terminal,
     };
     let model = GligenModel::load_with(&source, &device, dtype, &load_options)?;
@@ -296,12 +301,15 @@ fn generate(args: GenerateArgs) -> Result<()> {
             bar.set_message(format!("t={} grounding {:.2}", u.timestep, u.gate_scale));
             if let Some(dir) = &args.previews {
                 let path = dir.join(format!("step_{:03}.png", u.step));
-                let res = pipeline::preview::latents_to_rgb(u.pred_x0)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|img| {
-                        img.save(&path)
-                            .with_context(|| format!("writing {}", path.display()))
-                    });
+                let rgb = if model.preview_decoder.is_some() {
+                    model.preview_rgb(u.pred_x0).map_err(anyhow::Error::from)
+                } else {
+                    pipeline::preview::latents_to_rgb(u.pred_x0).map_err(anyhow::Error::from)
+                };
+                let res = rgb.and_then(|img| {
+                    img.save(&path)
+                        .with_context(|| format!("writing {}", path.display()))
+                });
                 if let Err(e) = res {
                     preview_error.get_or_insert(e);
                 }

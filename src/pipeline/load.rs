@@ -39,6 +39,9 @@ pub struct UnknownDType(pub String);
 pub enum LoadError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// The TAESD preview decoder could not be loaded.
+    #[error("preview decoder: {0}")]
+    PreviewDecoder(String),
     /// A network's weights do not fit its config (a missing tensor, a wrong shape).
     #[error("building the {component}: {source}")]
     Build {
@@ -135,6 +138,8 @@ pub struct LoadOptions {
     /// Stable Diffusion's first conv for spatial-map checkpoints (see
     /// [`orig::find_sd_conv_in`]); by default found beside the checkpoint or in the HF cache.
     pub sd_conv_in: Option<PathBuf>,
+    /// The TAESD preview decoder: a folder, a catalogue name (`taesd`) or a hub repo id.
+    pub preview_decoder: Option<String>,
     /// How a download that loading needs (that image tower) reports itself.
     pub progress: crate::weights::Progress,
 }
@@ -193,14 +198,33 @@ impl GligenModel {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self, PipelineError> {
-        match source {
+        let mut model = match source {
             ModelSource::Folder(root) => {
-                Self::load_diffusers(&DiffusersFolder::open(root)?, device, dtype)
+                Self::load_diffusers(&DiffusersFolder::open(root)?, device, dtype)?
             }
             ModelSource::OriginalCheckpoint(path) => {
-                Self::load_original(path, device, dtype, options)
+                Self::load_original(path, device, dtype, options)?
             }
+        };
+        if let Some(spec) = &options.preview_decoder {
+            let dir = crate::weights::catalogue::resolve_component_folder(
+                spec,
+                options.progress.clone(),
+            )?;
+            let taesd = crate::model::taesd::load_folder(&dir, device, dtype)
+                .map_err(|e| LoadError::PreviewDecoder(e.to_string()))?;
+            if taesd.config.latent_channels != model.latent_channels() {
+                return Err(LoadError::PreviewDecoder(format!(
+                    "{}: TAESD decodes {} latent channels, the model makes {}",
+                    dir.display(),
+                    taesd.config.latent_channels,
+                    model.latent_channels()
+                ))
+                .into());
+            }
+            model.preview_decoder = Some(taesd);
         }
+        Ok(model)
     }
 
     /// An original GLIGEN checkpoint: networks renamed to diffusers' names, CLIP's vocabulary, and
@@ -273,6 +297,7 @@ impl GligenModel {
             vae,
             image_grounding,
             spatial,
+            preview_decoder: None,
             scheduler_json,
             default_scheduler: SchedulerKind::Pndm,
             device: device.clone(),
@@ -384,6 +409,7 @@ impl GligenModel {
             vae,
             image_grounding,
             spatial: None,
+            preview_decoder: None,
             scheduler_json,
             default_scheduler,
             device: device.clone(),

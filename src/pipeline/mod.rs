@@ -172,6 +172,8 @@ pub struct GligenModel {
     pub image_grounding: Option<ImageGrounding>,
     /// Spatial-map models: the map's networks and Stable Diffusion's first conv.
     pub spatial: Option<spatial::SpatialGrounding>,
+    /// TAESD, when loaded: per-step previews of the predicted x0 and draft finishes.
+    pub preview_decoder: Option<crate::model::AutoencoderTiny>,
     /// `scheduler_config.json` as read, so that another scheduler class can be built from it.
     pub scheduler_json: String,
     pub default_scheduler: SchedulerKind,
@@ -289,6 +291,9 @@ pub struct GenerateOptions {
     /// Draw the seeded starting noise for this larger canvas (width, height) and pool it down to the
     /// layout's (see [`pooled_noise`]): a smaller draft then shares the full render's composition.
     pub noise_canvas: Option<(u32, u32)>,
+    /// Decode the final latents with the preview decoder (TAESD) when one is loaded: a draft's
+    /// finish in milliseconds. Full renders always use the model's own VAE.
+    pub finish_with_preview_decoder: bool,
 }
 
 impl GenerateOptions {
@@ -305,6 +310,7 @@ impl GenerateOptions {
             scheduler: layout.sampling.scheduler.unwrap_or(model_default),
             decode: true,
             noise_canvas: None,
+            finish_with_preview_decoder: false,
         }
     }
 
@@ -536,14 +542,18 @@ impl GligenModel {
         })?;
 
         // Decode.
-        let image = if options.decode {
-            let decoded = self
-                .vae
-                .decode(&latents.to_dtype(self.dtype).ctx("VAE decode")?)
-                .ctx("VAE decode")?;
-            Some(preview::image_to_rgb8(&decoded).ctx("VAE decode")?)
-        } else {
-            None
+        let image = match (&self.preview_decoder, options.decode) {
+            (_, false) => None,
+            (Some(_), true) if options.finish_with_preview_decoder => {
+                Some(self.preview_rgb(&latents)?)
+            }
+            (_, true) => {
+                let decoded = self
+                    .vae
+                    .decode(&latents.to_dtype(self.dtype).ctx("VAE decode")?)
+                    .ctx("VAE decode")?;
+                Some(preview::image_to_rgb8(&decoded).ctx("VAE decode")?)
+            }
         };
         Ok(Generated {
             latents,
@@ -551,6 +561,21 @@ impl GligenModel {
             seed: options.seed,
             warnings,
         })
+    }
+
+    /// Latents (a step's predicted x0, or a draft's final latents) decoded to RGB by the preview
+    /// decoder (TAESD); an error when none is loaded.
+    pub fn preview_rgb(&self, latents: &Tensor) -> Result<image::RgbImage, PipelineError> {
+        let Some(taesd) = &self.preview_decoder else {
+            return Err(PipelineError::Invalid(
+                "no preview decoder is loaded".into(),
+            ));
+        };
+        let latents = latents.to_dtype(self.dtype).ctx("TAESD decode")?;
+        let decoded = taesd
+            .decode_pipeline_latents(&latents)
+            .ctx("TAESD decode")?;
+        preview::image_to_rgb8(&decoded).ctx("TAESD decode")
     }
 
     /// The prompt's embeddings, after the negative prompt's when guided.

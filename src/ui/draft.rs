@@ -46,6 +46,8 @@ pub struct DraftSettings {
     pub scale: DraftScale,
     /// How long the layout must stay unchanged before a draft starts, in milliseconds.
     pub delay_ms: u64,
+    /// Decode a draft's final latents with the preview decoder (TAESD) when one is loaded.
+    pub finish_with_taesd: bool,
 }
 
 impl Default for DraftSettings {
@@ -55,6 +57,7 @@ impl Default for DraftSettings {
             steps: DEFAULT_DRAFT_STEPS,
             scale: DraftScale::Half,
             delay_ms: DEFAULT_DRAFT_DELAY_MS,
+            finish_with_taesd: true,
         }
     }
 }
@@ -243,6 +246,7 @@ impl StudioApp {
         layout.height = h;
         layout.sampling.steps = Some(steps);
         options.steps = steps;
+        options.finish_with_preview_decoder = self.files.settings.draft.finish_with_taesd;
         let job = self.start_job(layout, options, true);
         self.generation.draft.started += 1;
         self.generation.draft.source = Some((job, self.doc.layout().clone()));
@@ -343,6 +347,10 @@ impl StudioApp {
                         .on_hover_text("Half the width and height (rounded to the model's latent grid): about 4× faster per step");
                     ui.selectable_value(&mut self.files.settings.draft.scale, DraftScale::Full, "Full size");
                 });
+                ui.end_row();
+                ui.label("Draft finish");
+                ui.checkbox(&mut self.files.settings.draft.finish_with_taesd, "TAESD")
+                    .on_hover_text("With a preview decoder loaded, decode drafts with TAESD (milliseconds) instead of the model's VAE; full renders always use the VAE");
                 ui.end_row();
             });
         let (w, h) = draft_size(

@@ -164,6 +164,9 @@ pub struct Settings {
     /// The CLIP image tower for original text-image checkpoints (a folder or a hub repo id);
     /// empty: an `image_encoder/` folder beside the checkpoint, else openai/clip-vit-large-patch14.
     pub image_encoder: String,
+    /// The TAESD preview decoder loaded beside models (`taesd`, a folder or a hub repo id); empty:
+    /// previews are the latent projection.
+    pub preview_decoder: String,
 }
 
 impl Default for Settings {
@@ -180,6 +183,7 @@ impl Default for Settings {
             embed_pictures: false,
             draft: Default::default(),
             image_encoder: String::new(),
+            preview_decoder: String::new(),
         }
     }
 }

@@ -135,6 +135,18 @@ impl StudioApp {
                 "Original text-image checkpoints carry no CLIP image tower: a transformers CLIP folder or a hub repo id (owner/name). Empty: an image_encoder/ folder beside the checkpoint, else openai/clip-vit-large-patch14 from the hub. Used when a model is loaded.",
             );
         });
+        ui.horizontal(|ui| {
+            let label = ui.label("Preview decoder:");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.files.settings.preview_decoder)
+                    .hint_text("taesd, a folder or owner/name; empty: latent projection")
+                    .desired_width(220.0),
+            )
+            .labelled_by(label.id)
+            .on_hover_text(
+                "TAESD (madebyollin/taesd, `taesd` in the catalogue) decodes every step's predicted picture in milliseconds for the preview, and can finish drafts. Used when a model is loaded.",
+            );
+        });
         let entries = self.generation.catalogue.clone();
         if entries.is_empty() {
             return;

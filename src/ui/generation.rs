@@ -223,6 +223,8 @@ impl StudioApp {
         }
         let tower = self.files.settings.image_encoder.trim();
         r.image_encoder = (!tower.is_empty()).then(|| tower.to_string());
+        let decoder = self.files.settings.preview_decoder.trim();
+        r.preview_decoder = (!decoder.is_empty()).then(|| decoder.to_string());
         r
     }
 
@@ -399,6 +401,7 @@ impl StudioApp {
                 step,
                 total,
                 latents,
+                decoded,
                 elapsed,
                 ..
             } => {
@@ -413,7 +416,12 @@ impl StudioApp {
                 }
                 if render_preview {
                     let draft = self.generation.run.as_ref().is_some_and(|r| r.draft);
-                    if let Some(texture) = self.generation.previews.render(ctx, &latents) {
+                    // TAESD's decode when the worker has one, else the latent projection.
+                    let texture = match &decoded {
+                        Some(rgb) => Some(self.generation.previews.show_decoded(ctx, rgb)),
+                        None => self.generation.previews.render(ctx, &latents),
+                    };
+                    if let Some(texture) = texture {
                         self.generation.canvas_image = Some(CanvasImage::Preview {
                             texture,
                             step,

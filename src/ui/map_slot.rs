@@ -192,7 +192,7 @@ impl StudioApp {
                 match uri {
                     Ok(uri) => self.set_map(MapKind::Canny, uri, "Canny edges"),
                     Err(e) => {
-                        self.notify(NoticeLevel::Error, format!("Could not keep the edges: {e}"))
+                        self.notify(NoticeLevel::Error, format!("Could not keep the edges: {e}"));
                     }
                 }
             }

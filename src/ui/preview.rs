@@ -361,6 +361,8 @@ impl PreviewTexture {
 pub struct PreviewRenderer {
     gpu: Option<GpuPreview>,
     cpu_texture: Option<egui::TextureHandle>,
+    /// Previews shown from the worker's TAESD decodes (rather than projected here).
+    decoded_shown: usize,
 }
 
 impl PreviewRenderer {
@@ -368,6 +370,7 @@ impl PreviewRenderer {
         Self {
             gpu: render_state.map(GpuPreview::new),
             cpu_texture: None,
+            decoded_shown: 0,
         }
     }
 
@@ -380,13 +383,18 @@ impl PreviewRenderer {
         self.gpu.as_ref()
     }
 
-    pub fn render(&mut self, ctx: &egui::Context, frame: &LatentFrame) -> Option<PreviewTexture> {
-        if let Some(gpu) = self.gpu.as_mut() {
-            return gpu
-                .render(frame)
-                .map(|(id, size)| PreviewTexture::Gpu { id, size });
-        }
-        let rgb = frame.to_rgb().ok()?;
+    /// A step's picture already decoded by the preview decoder (TAESD) in the worker.
+    pub fn show_decoded(&mut self, ctx: &egui::Context, rgb: &image::RgbImage) -> PreviewTexture {
+        self.decoded_shown += 1;
+        self.set_cpu(ctx, rgb)
+    }
+
+    /// How many previews came decoded from the worker (TAESD) rather than projected.
+    pub fn decoded_shown(&self) -> usize {
+        self.decoded_shown
+    }
+
+    fn set_cpu(&mut self, ctx: &egui::Context, rgb: &image::RgbImage) -> PreviewTexture {
         let image =
             egui::ColorImage::from_rgb([rgb.width() as usize, rgb.height() as usize], rgb.as_raw());
         match self.cpu_texture.as_mut() {
@@ -396,6 +404,23 @@ impl PreviewRenderer {
                     Some(ctx.load_texture("glichen-preview", image, egui::TextureOptions::LINEAR));
             }
         }
-        self.cpu_texture.clone().map(PreviewTexture::Cpu)
+        let texture = self.cpu_texture.clone().unwrap_or_else(|| {
+            ctx.load_texture(
+                "glichen-preview",
+                egui::ColorImage::default(),
+                egui::TextureOptions::LINEAR,
+            )
+        });
+        PreviewTexture::Cpu(texture)
+    }
+
+    pub fn render(&mut self, ctx: &egui::Context, frame: &LatentFrame) -> Option<PreviewTexture> {
+        if let Some(gpu) = self.gpu.as_mut() {
+            return gpu
+                .render(frame)
+                .map(|(id, size)| PreviewTexture::Gpu { id, size });
+        }
+        let rgb = frame.to_rgb().ok()?;
+        Some(self.set_cpu(ctx, &rgb))
     }
 }

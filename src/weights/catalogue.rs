@@ -14,6 +14,9 @@ pub enum ModelFormat {
     Diffusers,
     /// One original GLIGEN checkpoint file.
     Original,
+    /// A component the pipelines use beside a model (the TAESD preview decoder): a folder with
+    /// `config.json` and the weights its `files` name.
+    Component,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +223,10 @@ pub fn fetch(
     let progress = progress.into();
     match entry.format {
         ModelFormat::Diffusers => fetch_repo(&entry.repo, &entry.revision, progress),
+        ModelFormat::Component => {
+            let files: Vec<&str> = entry.files.iter().map(String::as_str).collect();
+            fetch_files(&entry.repo, &entry.revision, &files, progress).map(ModelSource::Folder)
+        }
         ModelFormat::Original => {
             let hub_repo = hf_hub::Repo::with_revision(
                 entry.repo.clone(),
@@ -357,6 +364,32 @@ fn snapshot_is_complete(root: &std::path::Path) -> bool {
             .all(|c| root.join(c).join("config.json").is_file())
         && root.join("scheduler/scheduler_config.json").is_file()
         && folder.tokenizer().is_ok()
+}
+
+/// The TAESD preview decoder's folder from `spec`: a folder, a catalogue name (`taesd`) or a hub
+/// repo id in diffusers' `AutoencoderTiny` layout (fetched into the HF cache when missing).
+pub fn resolve_component_folder(
+    spec: &str,
+    progress: impl Into<Progress>,
+) -> Result<std::path::PathBuf, WeightsError> {
+    let path = std::path::Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let files = ["config.json", "diffusion_pytorch_model.safetensors"];
+    if let Some(entry) = find(spec) {
+        let named: Vec<&str> = entry.files.iter().map(String::as_str).collect();
+        let files = if named.is_empty() {
+            &files[..]
+        } else {
+            &named[..]
+        };
+        return fetch_files(&entry.repo, &entry.revision, files, progress);
+    }
+    if super::looks_like_repo_id(spec) {
+        return fetch_files(spec, "main", &files, progress);
+    }
+    Err(WeightsError::UnknownModel(spec.to_string()))
 }
 
 /// Named files of a hub repository (from the cache, downloaded when missing); returns the snapshot

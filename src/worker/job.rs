@@ -28,15 +28,28 @@ pub(super) fn run_job(job: &Job, cancel: &CancelToken, out: &Outbox, state: &mut
         &job.options,
         &inputs,
         &mut |u: &StepUpdate| match LatentFrame::from_tensor(u.pred_x0) {
-            Ok(latents) => out.send(Event::Step {
-                job: job.id,
-                step: u.step,
-                total: u.total,
-                timestep: u.timestep,
-                gate_scale: u.gate_scale,
-                latents,
-                elapsed: started.elapsed(),
-            }),
+            Ok(latents) => {
+                let decoded = match model.preview_decoder.is_some() {
+                    true => match model.preview_rgb(u.pred_x0) {
+                        Ok(img) => Some(Arc::new(img)),
+                        Err(e) => {
+                            preview_error.get_or_insert(candle_core::Error::Msg(e.to_string()));
+                            None
+                        }
+                    },
+                    false => None,
+                };
+                out.send(Event::Step {
+                    job: job.id,
+                    step: u.step,
+                    total: u.total,
+                    timestep: u.timestep,
+                    gate_scale: u.gate_scale,
+                    latents,
+                    decoded,
+                    elapsed: started.elapsed(),
+                });
+            }
             Err(e) => {
                 preview_error.get_or_insert(e);
             }

@@ -91,12 +91,14 @@ pub(super) fn load(
     // Loading may download too (an original text-image checkpoint's image tower).
     let load_source = source.clone();
     let image_encoder = request.image_encoder.clone();
+    let preview_decoder = request.preview_decoder.clone();
     let loaded = off_thread(
         "glichen-load",
         move |progress| {
             let options = pipeline::LoadOptions {
                 progress,
                 image_encoder,
+                preview_decoder,
                 ..pipeline::LoadOptions::default()
             };
             GligenModel::load_with(&load_source, &device, dtype, &options)

@@ -31,6 +31,8 @@ pub struct LoadRequest {
     pub dtype: String,
     /// Original text-image checkpoints: where their CLIP image tower is ([`pipeline::LoadOptions`]).
     pub image_encoder: Option<String>,
+    /// The TAESD preview decoder to load beside the model (a folder, `taesd` or a hub repo id).
+    pub preview_decoder: Option<String>,
 }
 
 impl LoadRequest {
@@ -48,6 +50,7 @@ impl LoadRequest {
             device: "auto".into(),
             dtype: dtype.into(),
             image_encoder: None,
+            preview_decoder: None,
         }
     }
 
@@ -58,6 +61,7 @@ impl LoadRequest {
             device: "cpu".into(),
             dtype: "f32".into(),
             image_encoder: None,
+            preview_decoder: None,
         }
     }
 }
@@ -176,6 +180,8 @@ pub enum Event {
         timestep: f64,
         gate_scale: f32,
         latents: LatentFrame,
+        /// The predicted picture decoded by the preview decoder, when one is loaded.
+        decoded: Option<Arc<image::RgbImage>>,
         elapsed: Duration,
     },
     Finished {

@@ -93,3 +93,42 @@ fn a_worker_crash_is_reported_and_the_layout_kept() {
     h.get_by_label_contains("The model worker crashed (simulated crash) and was restarted");
     assert_eq!(h.state().layout(), &layout);
 }
+
+/// With a preview decoder loaded beside the model, every step's preview is its TAESD decode (not
+/// the latent projection), and a draft finishes with TAESD while a full render uses the VAE.
+#[test]
+fn previews_come_from_taesd_when_it_is_loaded() {
+    let dir = temp_dir("taesd-previews");
+    let (dialogs, _answers) = Dialogs::scripted();
+    let mut options = StudioOptions::for_tests(dir.join("data"), dialogs);
+    let mut request = LoadRequest::cpu(tiny_model());
+    request.preview_decoder = Some(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/taesd/tiny-taesd")
+            .display()
+            .to_string(),
+    );
+    options.model = Some(request);
+    let mut h = Harness::builder()
+        .with_size(Vec2::new(1400.0, 900.0))
+        .with_max_steps(64)
+        .build_eframe(move |cc| StudioApp::new(cc, options));
+    wait_model(&mut h);
+    let mut layout = fixture_layout("a_three_boxes");
+    layout.sampling.steps = Some(4);
+    h.state_mut().set_layout(layout);
+    h.run();
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
+    let app = h.state();
+    assert!(app.previews_received() >= 1, "no preview arrived");
+    assert_eq!(
+        app.preview_renderer().decoded_shown(),
+        app.previews_received(),
+        "every preview shown came decoded by TAESD"
+    );
+    // the full render is the VAE's (32×32 for the tiny model; TAESD would give 8× the latents)
+    assert_eq!(app.history_items()[0].image.width(), 32);
+}

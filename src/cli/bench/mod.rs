@@ -66,7 +66,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub full_runs: usize,
     /// Only these rows (comma separated): clip_prompt, clip_phrases, position_net, unet_fuser_on,
-    /// unet_fuser_off, vae_decode, generation, first_preview, cancel_latency.
+    /// unet_fuser_off, vae_decode, taesd_decode, generation, first_preview, cancel_latency.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<String>,
     /// Image size in pixels (square); 512 is SD 1.4's.
@@ -142,7 +142,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return breakdown::run_breakdown(&args, &dev, &dtypes, threads);
     }
     let mut rows: Vec<&str> = if args.rows.is_empty() {
-        ROW_KEYS[..6].to_vec()
+        ROW_KEYS[..7].to_vec()
     } else {
         let mut v = Vec::new();
         for r in &args.rows {

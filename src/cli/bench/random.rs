@@ -155,6 +155,7 @@ pub(super) fn random_sd14_gligen(dev: &Device, dtype: DType) -> Result<GligenMod
         vae,
         image_grounding: None,
         spatial: None,
+        preview_decoder: None,
         scheduler_json: serde_json::to_string(&SchedulerConfig::stable_diffusion_v1())?,
         default_scheduler: SchedulerKind::Pndm,
         device: dev.clone(),

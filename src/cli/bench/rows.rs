@@ -6,13 +6,14 @@ use super::BenchArgs;
 use serde::{Deserialize, Serialize};
 
 /// Every row the benchmark knows, in table order. The diffusers script uses the same keys.
-pub(super) const ROW_KEYS: [&str; 9] = [
+pub(super) const ROW_KEYS: [&str; 10] = [
     "clip_prompt",
     "clip_phrases",
     "position_net",
     "unet_fuser_on",
     "unet_fuser_off",
     "vae_decode",
+    "taesd_decode",
     "generation",
     "first_preview",
     "cancel_latency",
@@ -96,6 +97,7 @@ pub(super) fn row_label(key: &str, args: &BenchArgs) -> String {
         }
         "unet_fuser_off" => format!("UNet step {s}², CFG batch 2, fuser off"),
         "vae_decode" => format!("VAE decode {s}²"),
+        "taesd_decode" => format!("TAESD decode {s}² (preview decoder)"),
         "generation" => format!(
             "whole {}-step PLMS generation {s}², {n} boxes, α₀ 0.3 (incl. text + decode)",
             args.steps

@@ -191,6 +191,27 @@ fn bench_glichen_rows(
                     .forward(&sample, BENCH_TIMESTEP, &context, Some(&off))
             }),
             "vae_decode" => measure(dev, key, dn, w, r, || model.vae.decode(&latents)),
+            "taesd_decode" => {
+                // madebyollin/taesd's sizes (the config defaults), random weights
+                let built;
+                let taesd = match &model.preview_decoder {
+                    Some(t) => t,
+                    None => {
+                        built = glichen::model::AutoencoderTiny::new(
+                            super::random::random_var_builder(
+                                dtype,
+                                dev,
+                                std::collections::HashMap::new(),
+                            ),
+                            &glichen::model::TaesdConfig::default(),
+                        )?;
+                        &built
+                    }
+                };
+                measure(dev, key, dn, w, r, || {
+                    taesd.decode_pipeline_latents(&latents)
+                })
+            }
             "generation" | "first_preview" => continue,
             "cancel_latency" => cancel_latency(args, model),
             other => RowResult::failed(other, dn, "unknown row".into()),
