@@ -289,3 +289,55 @@ fn unsupported_sampler_options_are_refused_by_name() {
         assert!(err.contains(needle), "{json}: {err}");
     }
 }
+
+/// Original checkpoints carry no scheduler file: the new samplers get SD 1.4's schedule (their own
+/// betas, steps_offset 1, `leading` spacing), what a diffusers user gets from SD 1.4's config,
+/// while `pndm` keeps the original sampler's timesteps.
+#[test]
+fn original_checkpoints_sample_with_sd14_schedules() {
+    let ck =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/original/gligen-tiny-text.pth");
+    let model = glichen::pipeline::GligenModel::load(
+        &glichen::weights::ModelSource::OriginalCheckpoint(ck),
+        &Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    let ts = |kind: SchedulerKind, n: usize| -> Vec<f64> {
+        let cfg = model.scheduler_config(kind).unwrap();
+        build_scheduler(&cfg, kind, n).unwrap().timesteps().to_vec()
+    };
+    // DPM-Solver and UniPC lead with `T // (N + 1)`, Euler with `T // N`, each plus the offset
+    assert_eq!(ts(SchedulerKind::Dpmpp2m, 4), [801.0, 601.0, 401.0, 201.0]);
+    assert_eq!(ts(SchedulerKind::UniPc, 4), [801.0, 601.0, 401.0, 201.0]);
+    assert_eq!(ts(SchedulerKind::Euler, 4), [751.0, 501.0, 251.0, 1.0]);
+    // PLMS as the original sampler runs it: range(0, 1000, 250) + 1, the first step twice
+    assert_eq!(
+        ts(SchedulerKind::Pndm, 4),
+        [751.0, 501.0, 501.0, 251.0, 1.0]
+    );
+    // and a whole run works with each
+    let case =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/original/tb_orig_one_step");
+    let layout = glichen::layout::Layout::load(case.join("layout.json")).unwrap();
+    for kind in [
+        SchedulerKind::Dpmpp2mKarras,
+        SchedulerKind::Euler,
+        SchedulerKind::UniPc,
+    ] {
+        let mut opts = glichen::pipeline::GenerateOptions::from_layout(&layout, kind);
+        opts.scheduler = kind;
+        opts.steps = 3;
+        opts.decode = false;
+        let out = model
+            .generate(
+                &layout,
+                &opts,
+                None,
+                &mut |_| {},
+                &glichen::pipeline::CancelToken::new(),
+            )
+            .unwrap();
+        assert!(flat(&out.latents).iter().all(|v| v.is_finite()), "{kind}");
+    }
+}
