@@ -44,6 +44,7 @@ fn run_case(dir: &Path, models: &mut HashMap<PathBuf, GligenModel>) -> (f64, f64
             .is_file()
             .then(|| RecordedNoise::load(&noise).unwrap_or_else(|e| panic!("{name}: {e}"))),
         base_dir: Some(dir.to_path_buf()),
+        on_phase: None,
     };
     let mut steps = Vec::new();
     let started = std::time::Instant::now();

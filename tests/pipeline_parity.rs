@@ -87,6 +87,7 @@ fn run(c: &Case, layout: &Layout) -> Result<Generated, PipelineError> {
             None
         },
         base_dir: Some(c.dir.clone()),
+        on_phase: None,
     };
     c.model.generate_with(
         layout,

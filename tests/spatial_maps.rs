@@ -55,6 +55,7 @@ fn run(
         )),
         noise: None,
         base_dir: Some(case.to_path_buf()),
+        on_phase: None,
     };
     model
         .generate_with(layout, &opts, &inputs, &mut |_| {}, &CancelToken::new())

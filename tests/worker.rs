@@ -51,8 +51,13 @@ fn worker_generates_with_previews_and_a_final_image() {
     let layout = fixture_layout("a_three_boxes");
     let job = worker.generate(layout.clone(), options_for(&layout));
     let mut steps = Vec::new();
+    let mut phases = Vec::new();
     loop {
         match next_event(&worker) {
+            Event::Phase { job: j, phase } => {
+                assert_eq!(j, job);
+                phases.push(phase);
+            }
             Event::Step {
                 job: j,
                 step,
@@ -87,6 +92,13 @@ fn worker_generates_with_previews_and_a_final_image() {
         }
     }
     assert_eq!(steps, (0..6).collect::<Vec<_>>());
+    // What the progress line says between step updates: the prompt, the grounding, each UNet
+    // evaluation (this layout samples with DDIM: one per step), the decode.
+    use glichen::pipeline::Phase;
+    let mut expected = vec![Phase::Prompt, Phase::Grounding];
+    expected.extend((0..6).map(|step| Phase::Evaluation { step, total: 6 }));
+    expected.push(Phase::Decode);
+    assert_eq!(phases, expected);
     worker.shutdown();
 }
 

@@ -288,6 +288,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
             _ => None,
         },
         base_dir: glichen::layout::Layout::base_dir(&args.layout).map(Path::to_path_buf),
+        on_phase: Some(pipeline::PhaseHook(std::sync::Arc::new({
+            let bar = bar.clone();
+            move |phase| bar.set_message(phase.to_string())
+        }))),
     };
     let result = model.generate_with(
         &layout,

@@ -320,9 +320,48 @@ impl GenerateOptions {
     }
 }
 
+/// What a generation is busy with before its next step update (the studio's progress line says it
+/// instead of "Preparing…", whose first UNet evaluation alone takes half a minute on a CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Tokenizing and encoding the prompt and negative prompt.
+    Prompt,
+    /// The grounding tokens: phrases, reference pictures or the map through their networks.
+    Grounding,
+    /// A UNet evaluation of sampling step `step` (0-based) of `total`.
+    Evaluation { step: usize, total: usize },
+    /// Decoding the final latents to pixels.
+    Decode,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::Prompt => f.write_str("encoding the prompt"),
+            Phase::Grounding => f.write_str("encoding the grounding"),
+            Phase::Evaluation { step, total } => {
+                write!(f, "step {} of {total}: UNet evaluation", step + 1)
+            }
+            Phase::Decode => f.write_str("decoding the picture"),
+        }
+    }
+}
+
+/// Called as a generation enters each [`Phase`].
+#[derive(Clone)]
+pub struct PhaseHook(pub Arc<dyn Fn(Phase) + Send + Sync>);
+
+impl std::fmt::Debug for PhaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PhaseHook")
+    }
+}
+
 /// Inputs of a generation beyond the layout and its options.
 #[derive(Debug, Clone, Default)]
 pub struct GenerateInputs {
+    /// Told what the generation is doing between step updates.
+    pub on_phase: Option<PhaseHook>,
     /// Replaces the seeded starting noise (`[1, 4, H/f, W/f]`).
     pub init_latents: Option<Tensor>,
     /// Replaces the seeded draws of grounded inpainting.
@@ -441,8 +480,15 @@ impl GligenModel {
         let base_dir = inputs.base_dir.as_deref();
         let guided = self.origin.guides(options.guidance_scale);
 
+        let phase = |p: Phase| {
+            if let Some(hook) = &inputs.on_phase {
+                (hook.0)(p);
+            }
+        };
         // Context: the prompts and the grounding tokens, once per generation.
+        phase(Phase::Prompt);
         let context = self.prompt_context(layout, guided, &mut warnings)?;
+        phase(Phase::Grounding);
         let map = match &self.spatial {
             Some(s) => Some(s.prepare(layout, guided, base_dir, grid, &self.device, self.dtype)?),
             None => None,
@@ -507,6 +553,10 @@ impl GligenModel {
                 latents = inpaint.renoise(&latents, &*scheduler, &mut noise, draw, t, &ctx)?;
             }
             cond.first_conv = first_conv;
+            phase(Phase::Evaluation {
+                step,
+                total: total_steps,
+            });
             let noise_pred = self.predict_noise(&latents, t, gate, &cond, &*scheduler, &ctx)?;
             let pred_x0 = scheduler
                 .pred_original_sample(&noise_pred, t, &latents)
@@ -542,6 +592,9 @@ impl GligenModel {
         })?;
 
         // Decode.
+        if options.decode {
+            phase(Phase::Decode);
+        }
         let image = match (&self.preview_decoder, options.decode) {
             (_, false) => None,
             (Some(_), true) if options.finish_with_preview_decoder => {

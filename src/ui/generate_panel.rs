@@ -242,7 +242,21 @@ impl StudioApp {
             let text = if run.cancelling {
                 format!("Cancelling… (step {} of {})", run.done, run.total)
             } else if run.done == 0 {
-                format!("Preparing… {:.1}s", run.started.elapsed().as_secs_f32())
+                // what the first step is doing (prompt, grounding, its first UNet evaluation)
+                match &run.phase {
+                    Some((phase, since)) => {
+                        let mut text = phase.to_string();
+                        if let Some(first) = text.get_mut(0..1) {
+                            first.make_ascii_uppercase();
+                        }
+                        format!(
+                            "{text}… {:.1}s ({:.1}s in all)",
+                            since.elapsed().as_secs_f32(),
+                            run.started.elapsed().as_secs_f32()
+                        )
+                    }
+                    None => format!("Preparing… {:.1}s", run.started.elapsed().as_secs_f32()),
+                }
             } else {
                 format!(
                     "Step {} / {} · {:.2} s/step · {:.1}s",

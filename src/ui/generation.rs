@@ -56,6 +56,8 @@ pub struct RunState {
     pub cancelling: bool,
     /// A draft (see [`draft`]).
     pub draft: bool,
+    /// What the job is busy with, and since when (the progress line says it).
+    pub phase: Option<(crate::pipeline::Phase, Instant)>,
 }
 
 /// A finished picture in the history strip.
@@ -189,6 +191,7 @@ impl Generation {
             first_preview: None,
             cancelling: false,
             draft,
+            phase: None,
         });
         self.last_request = Some(GenerationRequest {
             job,
@@ -395,6 +398,11 @@ impl StudioApp {
             Event::Started { total, .. } => {
                 if let Some(run) = self.generation.run.as_mut() {
                     run.total = total;
+                }
+            }
+            Event::Phase { phase, .. } => {
+                if let Some(run) = self.generation.run.as_mut() {
+                    run.phase = Some((phase, Instant::now()));
                 }
             }
             Event::Step {

@@ -19,8 +19,14 @@ pub(super) fn run_job(job: &Job, cancel: &CancelToken, out: &Outbox, state: &mut
         total: job.options.steps,
     });
     let mut preview_error = None;
+    let tx = out.tx.clone();
+    let id = job.id;
     let inputs = pipeline::GenerateInputs {
         base_dir: job.base_dir.clone(),
+        on_phase: Some(pipeline::PhaseHook(Arc::new(move |phase| {
+            // the UI repaints while a job runs; a closed channel means nobody listens
+            let _ = tx.send(Event::Phase { job: id, phase });
+        }))),
         ..Default::default()
     };
     let result = model.generate_with(

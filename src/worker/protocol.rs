@@ -172,6 +172,11 @@ pub enum Event {
         job: JobId,
         total: usize,
     },
+    /// What the job is busy with before its next step (the prompt, a UNet evaluation, ...).
+    Phase {
+        job: JobId,
+        phase: pipeline::Phase,
+    },
     /// A sampling step finished; `latents` is the predicted x0 (what the picture is heading to).
     Step {
         job: JobId,
@@ -210,6 +215,7 @@ impl Event {
     pub fn job(&self) -> Option<JobId> {
         match self {
             Event::Started { job, .. }
+            | Event::Phase { job, .. }
             | Event::Step { job, .. }
             | Event::Finished { job, .. }
             | Event::Cancelled { job }
