@@ -29,6 +29,10 @@ pub enum PicturePurpose {
     Map,
     /// A photo to make Canny edges from.
     CannySource,
+    /// A depth picture (near = bright) to make a normal map from.
+    DepthForNormals,
+    /// A segmentation coloured with the ADE20K palette, to turn into class indices.
+    SegmentationColours,
 }
 
 impl PicturePurpose {
@@ -40,6 +44,10 @@ impl PicturePurpose {
             PicturePurpose::Inpaint => "Open a picture for inpainting",
             PicturePurpose::Map => "Choose the spatial map",
             PicturePurpose::CannySource => "Choose a photo to make Canny edges from",
+            PicturePurpose::DepthForNormals => {
+                "Choose a depth map (near = bright) to make normals from"
+            }
+            PicturePurpose::SegmentationColours => "Choose an ADE20K-coloured segmentation",
         }
     }
 }
@@ -259,7 +267,10 @@ impl StudioApp {
     /// Puts a checked picture where it was asked for (one undo step).
     pub(super) fn apply_picture(&mut self, purpose: PicturePurpose, picked: PickedPicture) {
         match purpose {
-            PicturePurpose::Map | PicturePurpose::CannySource => {
+            PicturePurpose::Map
+            | PicturePurpose::CannySource
+            | PicturePurpose::DepthForNormals
+            | PicturePurpose::SegmentationColours => {
                 self.apply_map_picture(&purpose, picked.reference, picked.name);
             }
             PicturePurpose::Fill { index, previous } => {

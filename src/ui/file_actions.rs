@@ -23,6 +23,8 @@ pub(crate) enum FileOutcome {
     Picture(PicturePurpose, Result<PickedPicture, String>),
     /// A photo for Canny edges, cropped and resized to the canvas.
     MapSource(Result<(String, image::RgbImage), String>),
+    /// A map made from a picture (kind, PNG data URI, a name for the status line).
+    MapMade(Result<(crate::layout::MapKind, String, String), String>),
     Cancelled,
 }
 
@@ -298,6 +300,10 @@ impl StudioApp {
                         self.apply_picture(purpose, picked);
                     }
                     FileOutcome::MapSource(source) => self.apply_map_source(source),
+                    FileOutcome::MapMade(Ok((kind, uri, name))) => self.set_map(kind, uri, &name),
+                    FileOutcome::MapMade(Err(e)) => {
+                        self.notify(NoticeLevel::Error, format!("Could not make the map: {e}"));
+                    }
                     FileOutcome::Picture(_, Err(e)) => self.notify(
                         NoticeLevel::Error,
                         format!("Could not use the picture: {e}"),

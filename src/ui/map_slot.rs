@@ -39,35 +39,64 @@ impl Default for MapTools {
     }
 }
 
-/// The photo for Canny edges, decoded, centre-cropped to a square and resized to the canvas side
-/// off the UI thread (as the pipeline will treat the edge map).
+/// A picture read, decoded, centre-cropped to a square and resized to the canvas side (as the
+/// pipeline will treat the map), off the UI thread.
+fn square_picture(
+    reference: &str,
+    side: u32,
+    filter: crate::pipeline::resample::PilFilter,
+) -> Result<RgbImage, String> {
+    let img = crate::layout::read_picture(reference, None)
+        .and_then(|bytes| crate::layout::decode_picture(&bytes))?;
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let s = w.min(h);
+    if s == 0 {
+        return Err("the picture is empty".to_string());
+    }
+    let left = (f64::from(w - s) / 2.0).round_ties_even();
+    let top = (f64::from(h - s) / 2.0).round_ties_even();
+    let square = crate::pipeline::resample::pil_crop(
+        &rgb,
+        left,
+        top,
+        left + f64::from(s),
+        top + f64::from(s),
+    );
+    Ok(crate::pipeline::resample::pil_resize(
+        &square, side, side, filter,
+    ))
+}
+
+/// The photo for Canny edges, prepared off the UI thread.
 pub(crate) fn prepare_canny_source(reference: &str, name: String, side: u32) -> FileOutcome {
-    let prepared = crate::layout::read_picture(reference, None)
-        .and_then(|bytes| crate::layout::decode_picture(&bytes))
-        .and_then(|img| {
-            let rgb = img.to_rgb8();
-            let (w, h) = rgb.dimensions();
-            let s = w.min(h);
-            if s == 0 {
-                return Err("the picture is empty".to_string());
-            }
-            let left = (f64::from(w - s) / 2.0).round_ties_even();
-            let top = (f64::from(h - s) / 2.0).round_ties_even();
-            let square = crate::pipeline::resample::pil_crop(
-                &rgb,
-                left,
-                top,
-                left + f64::from(s),
-                top + f64::from(s),
-            );
-            Ok(crate::pipeline::resample::pil_resize(
-                &square,
-                side,
-                side,
-                crate::pipeline::resample::PilFilter::Bicubic,
-            ))
-        });
+    let prepared = square_picture(
+        reference,
+        side,
+        crate::pipeline::resample::PilFilter::Bicubic,
+    );
     FileOutcome::MapSource(prepared.map(|img| (name, img)))
+}
+
+/// A normal map from a depth picture, or class indices from an ADE20K-coloured segmentation,
+/// made off the UI thread and kept as a PNG data URI.
+fn make_map(purpose: &PicturePurpose, reference: &str, name: &str, side: u32) -> FileOutcome {
+    use crate::pipeline::resample::PilFilter;
+    let made = match purpose {
+        PicturePurpose::DepthForNormals => square_picture(reference, side, PilFilter::Bicubic)
+            .and_then(|rgb| {
+                let depth = image::DynamicImage::ImageRgb8(rgb).to_luma8();
+                crate::maps::normal::normals_from_depth(&depth, 1.0).map_err(|e| e.to_string())
+            })
+            .map(|n| (MapKind::Normal, image::DynamicImage::ImageRgb8(n))),
+        _ => square_picture(reference, side, PilFilter::Nearest)
+            .and_then(|rgb| crate::maps::ade20k::colour_to_classes(&rgb).map_err(|e| e.to_string()))
+            .map(|g| (MapKind::Sem, image::DynamicImage::ImageLuma8(g))),
+    };
+    FileOutcome::MapMade(made.and_then(|(kind, img)| {
+        let uri = crate::layout::png_data_uri(&img).map_err(|e| e.to_string())?;
+        Ok((kind, uri, format!("{} from {name}", kind.label())))
+    }))
 }
 
 impl StudioApp {
@@ -90,13 +119,18 @@ impl StudioApp {
         let kind = self.map_kind();
         ui.label(RichText::new(format!("Spatial map ({kind})")).strong());
         if limits.map_kind.is_none() {
-            egui::ComboBox::from_id_salt("map-kind")
-                .selected_text(kind.label())
-                .show_ui(ui, |ui| {
-                    for k in MapKind::ALL {
-                        ui.selectable_value(&mut self.maps.kind, k, k.label());
-                    }
-                });
+            ui.horizontal(|ui| {
+                let label = ui.label("Map kind");
+                egui::ComboBox::from_id_salt("map-kind")
+                    .selected_text(kind.label())
+                    .show_ui(ui, |ui| {
+                        for k in MapKind::ALL {
+                            ui.selectable_value(&mut self.maps.kind, k, k.label());
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+            });
         }
         let blocker = self.unsupported_reason(EntityKind::Map);
         match &current {
@@ -141,8 +175,27 @@ impl StudioApp {
             }
         });
         ui.add(egui::Slider::new(&mut self.maps.opacity, 0.0..=1.0).text("Map opacity"));
-        if kind == MapKind::Canny {
-            self.canny_ui(ui, blocker.is_none());
+        match kind {
+            MapKind::Canny => self.canny_ui(ui, blocker.is_none()),
+            MapKind::Normal => {
+                if ui
+                    .add_enabled(blocker.is_none(), Button::new("Make normals from a depth map…"))
+                    .on_hover_text("Surface normals from a depth picture (near = bright), in the convention of GLIGEN's training maps")
+                    .clicked()
+                {
+                    self.pick_picture_dialog(PicturePurpose::DepthForNormals);
+                }
+            }
+            MapKind::Sem => {
+                if ui
+                    .add_enabled(blocker.is_none(), Button::new("Use a coloured segmentation…"))
+                    .on_hover_text("A segmentation in the ADE20K palette, turned into the class indices the checkpoint reads")
+                    .clicked()
+                {
+                    self.pick_picture_dialog(PicturePurpose::SegmentationColours);
+                }
+            }
+            MapKind::Hed | MapKind::Depth => {}
         }
     }
 
@@ -231,22 +284,35 @@ impl StudioApp {
         match purpose {
             PicturePurpose::CannySource => {
                 let side = self.doc.layout().width.min(self.doc.layout().height);
-                let reference = match self.picture_base() {
-                    Some(base) if !crate::layout::is_data_uri(&reference) => {
-                        crate::layout::picture_path(&reference, Some(&base))
-                            .display()
-                            .to_string()
-                    }
-                    _ => reference,
-                };
+                let reference = self.readable_reference(reference);
                 self.spawn_file_task("glichen-canny-source", move || {
                     prepare_canny_source(&reference, name, side)
+                });
+            }
+            PicturePurpose::DepthForNormals | PicturePurpose::SegmentationColours => {
+                let side = self.doc.layout().width.min(self.doc.layout().height);
+                let reference = self.readable_reference(reference);
+                let purpose = purpose.clone();
+                self.spawn_file_task("glichen-make-map", move || {
+                    make_map(&purpose, &reference, &name, side)
                 });
             }
             _ => {
                 let kind = self.map_kind();
                 self.set_map(kind, reference, &name);
             }
+        }
+    }
+
+    /// A picture reference a background task can read without the document's folder.
+    fn readable_reference(&self, reference: String) -> String {
+        match self.picture_base() {
+            Some(base) if !crate::layout::is_data_uri(&reference) => {
+                crate::layout::picture_path(&reference, Some(&base))
+                    .display()
+                    .to_string()
+            }
+            _ => reference,
         }
     }
 

@@ -199,3 +199,116 @@ fn a_picture_opened_for_inpainting_is_shown_under_the_boxes() {
     h.state_mut().undo();
     assert!(h.state().layout().inpaint.is_some());
 }
+
+/// A canny checkpoint loaded: the map slot sets a map picture, makes Canny edges from a photo
+/// (computed in the app, as OpenCV would) and keeps them in the layout; the canvas draws the map
+/// under the boxes.
+#[test]
+fn map_slot_sets_a_map_and_makes_canny_edges_from_a_photo() {
+    let dir = temp_dir("map-slot");
+    let canny = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/original/gligen-tiny-canny.pth")
+        .display()
+        .to_string();
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(canny), false);
+    wait_model(&mut h);
+    let mut layout = Layout::studio_blank(64, 64);
+    layout.prompt = "a robot".into();
+    h.state_mut().set_layout(layout);
+    h.run();
+    let maps = |app: &StudioApp| -> Vec<(glichen::layout::MapKind, String)> {
+        app.layout()
+            .entities
+            .iter()
+            .filter_map(|e| match e {
+                Entity::Map { kind, image } => Some((*kind, image.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // a map picture, chosen
+    let map = write_picture(&dir, "edges.png", 40, 32, [255, 255, 255]);
+    answers.lock().unwrap().push_back(Some(map.clone()));
+    h.get_by_label("Choose Canny edge map…").click();
+    wait_files(&mut h, "the map");
+    assert_eq!(
+        maps(h.state()),
+        vec![(glichen::layout::MapKind::Canny, map.display().to_string())]
+    );
+    wait_pictures(&mut h);
+
+    // edges from a photo: a bright square on black has edges along its border only
+    let mut photo = image::RgbImage::new(96, 64);
+    for (x, y, p) in photo.enumerate_pixels_mut() {
+        if (32..64).contains(&x) && (16..48).contains(&y) {
+            p.0 = [230, 200, 180];
+        }
+    }
+    let photo_path = dir.join("photo.png");
+    photo.save(&photo_path).unwrap();
+    answers.lock().unwrap().push_back(Some(photo_path));
+    h.get_by_label("Make edges from a photo…").click();
+    wait_files(&mut h, "the photo");
+    h.run();
+    h.get_by_label("Use these edges").click();
+    h.run();
+    let (kind, image) = maps(h.state()).pop().unwrap();
+    assert_eq!(kind, glichen::layout::MapKind::Canny);
+    let edges =
+        glichen::layout::decode_picture(&glichen::layout::read_picture(&image, None).unwrap())
+            .unwrap()
+            .to_rgb8();
+    // the photo is cropped to its centred 64×64 square, resized to the canvas, then edged
+    assert_eq!(edges.dimensions(), (64, 64));
+    assert!(edges.pixels().any(|p| p.0 == [255, 255, 255]), "some edges");
+    assert_eq!(
+        edges.get_pixel(2, 2).0,
+        [0, 0, 0],
+        "none in the flat corner"
+    );
+    assert_eq!(maps(h.state()).len(), 1, "one map, replaced");
+    // undo brings the chosen picture back
+    h.state_mut().undo();
+    assert_eq!(maps(h.state())[0].1, map.display().to_string());
+}
+
+/// A normal-map checkpoint loaded: a depth picture becomes a normal map in the layout (a flat
+/// depth faces the viewer: (127, 127, 255), as GLIGEN's training maps encode it).
+#[test]
+fn map_slot_makes_normals_from_a_depth_picture() {
+    let dir = temp_dir("map-normals");
+    let normal = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/original/gligen-tiny-normal.pth")
+        .display()
+        .to_string();
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(normal), false);
+    wait_model(&mut h);
+    h.state_mut().set_layout(Layout::studio_blank(64, 64));
+    h.run();
+    let depth = dir.join("depth.png");
+    image::RgbImage::from_pixel(80, 64, image::Rgb([90, 90, 90]))
+        .save(&depth)
+        .unwrap();
+    answers.lock().unwrap().push_back(Some(depth));
+    h.get_by_label("Make normals from a depth map…").click();
+    wait_files(&mut h, "the normals");
+    let image = h
+        .state()
+        .layout()
+        .entities
+        .iter()
+        .find_map(|e| match e {
+            Entity::Map { kind, image } => {
+                assert_eq!(*kind, glichen::layout::MapKind::Normal);
+                Some(image.clone())
+            }
+            _ => None,
+        })
+        .expect("a normal map in the layout");
+    let map =
+        glichen::layout::decode_picture(&glichen::layout::read_picture(&image, None).unwrap())
+            .unwrap()
+            .to_rgb8();
+    assert_eq!(map.dimensions(), (64, 64));
+    assert_eq!(map.get_pixel(30, 30).0, [127, 127, 255]);
+}
