@@ -96,18 +96,6 @@ impl Scheduler for DdimScheduler {
         &self.evaluation_timesteps
     }
 
-    fn num_inference_steps(&self) -> usize {
-        self.timesteps.len()
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: Tensor, _timestep: f64) -> CandleResult<Tensor> {
-        Ok(sample)
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,

@@ -122,10 +122,6 @@ impl Scheduler for EulerDiscreteScheduler {
         &self.timesteps
     }
 
-    fn num_inference_steps(&self) -> usize {
-        self.timesteps.len()
-    }
-
     fn init_noise_sigma(&self) -> f64 {
         f64::from(self.init_noise_sigma)
     }

@@ -113,10 +113,19 @@ pub trait Scheduler: Send {
     fn sampling_step(&self, evaluation: usize) -> usize {
         evaluation
     }
-    fn num_inference_steps(&self) -> usize;
-    /// What the starting noise is multiplied by (a float32 value).
-    fn init_noise_sigma(&self) -> f64;
-    fn scale_model_input(&self, sample: Tensor, timestep: f64) -> CandleResult<Tensor>;
+    /// Sampling steps (PNDM evaluates some of them more than once).
+    fn num_inference_steps(&self) -> usize {
+        self.timesteps().len()
+    }
+    /// What the starting noise is multiplied by (a float32 value; 1 for the variance-preserving
+    /// schedulers, sigma-based for Euler).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    /// The UNet's input for `sample` (the identity except for Euler's `sample / sqrt(sigma² + 1)`).
+    fn scale_model_input(&self, sample: Tensor, _timestep: f64) -> CandleResult<Tensor> {
+        Ok(sample)
+    }
     /// One evaluation's update; mutates the multistep state.
     fn step(
         &mut self,

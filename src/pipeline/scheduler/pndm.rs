@@ -301,14 +301,6 @@ impl Scheduler for PndmScheduler {
         self.steps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: Tensor, _timestep: f64) -> CandleResult<Tensor> {
-        Ok(sample)
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,
