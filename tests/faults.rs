@@ -98,3 +98,77 @@ fn a_save_killed_at_random_moments_leaves_the_old_or_the_new_document() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Set in the child process: the file a save under a 64 KiB file-size limit writes.
+const FULL_DISK_ENV: &str = "GLICHEN_FAULTS_FULL_DISK";
+
+/// Not a test of its own: the child's body. Under `RLIMIT_FSIZE` (a disk that is full for this
+/// process) it saves a 100 kB document and prints the error it gets.
+#[cfg(unix)]
+#[test]
+fn full_disk_child() {
+    let Some(path) = std::env::var_os(FULL_DISK_ENV) else {
+        return;
+    };
+    // SAFETY: plain libc calls on this process before any file is written; SIGXFSZ ignored so
+    // that the write fails with EFBIG instead of the process being killed.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: 64 * 1024,
+            rlim_max: 64 * 1024,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    match document("new").save(&path) {
+        Ok(()) => println!("SAVED"),
+        Err(e) => println!("SAVE FAILED: {e}"),
+    }
+}
+
+/// A save onto a full disk fails with a clear error and leaves the old document whole, with no
+/// temp file left behind.
+#[cfg(unix)]
+#[test]
+fn a_save_onto_a_full_disk_fails_and_keeps_the_old_document() {
+    let dir = temp_dir("full-disk");
+    let path = dir.join("layout.json");
+    let old = document("old");
+    old.save(&path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "full_disk_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FULL_DISK_ENV, &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the child: {stdout}");
+    // (the test harness prints its "test full_disk_child ... " before it on the same line)
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("SAVE").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no save result: {stdout}"));
+    assert!(line.starts_with("SAVE FAILED"), "{line}");
+    assert!(line.contains("large") || line.contains("space"), "{line}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the old document, byte for byte"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n != "layout.json")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temp files left behind: {leftovers:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
