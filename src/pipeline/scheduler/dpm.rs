@@ -9,13 +9,13 @@
 use candle_core::{Result as CandleResult, Tensor};
 
 use super::sigmas::{
-    alpha_sigma, check_supported, final_sigma, index_for_timestep, karras_sigmas, lambda,
-    log_sigma_table, multistep_timesteps, sigma_table, sigma_to_t,
+    check_supported, data_prediction, final_sigma, karras_sigmas, lambda, log_sigma_table,
+    multistep_timesteps, noise_prediction, sigma_table, sigma_to_t, x0_from_noise,
+    MultistepSchedule,
 };
 use super::timesteps::np_round;
 use super::{
-    div, mul, BetaSchedule, PredictionType, Scheduler, SchedulerConfig, SchedulerError,
-    SchedulerKind,
+    mul, BetaSchedule, PredictionType, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
 };
 
 /// What the solver integrates: the data prediction (`dpmsolver++`) or the noise (`dpmsolver`).
@@ -28,9 +28,8 @@ enum Algorithm {
 /// diffusers' `DPMSolverMultistepScheduler` after `set_timesteps(num_inference_steps)`.
 #[derive(Debug, Clone)]
 pub struct DpmSolverMultistepScheduler {
-    timesteps: Vec<f64>,
-    /// float32, one more than the timesteps (the sigma after the last step).
-    sigmas: Vec<f32>,
+    /// The timesteps and the float32 sigmas (one more: the sigma after the last step).
+    schedule: MultistepSchedule,
     prediction_type: PredictionType,
     algorithm: Algorithm,
     heun: bool,
@@ -121,8 +120,11 @@ impl DpmSolverMultistepScheduler {
         };
         sigmas.push(final_sigma(cfg, &table)?);
         Ok(Self {
-            timesteps,
-            sigmas,
+            schedule: MultistepSchedule {
+                timesteps,
+                sigmas,
+                name: "DPM-Solver",
+            },
             prediction_type: cfg.prediction_type,
             algorithm,
             heun,
@@ -138,71 +140,34 @@ impl DpmSolverMultistepScheduler {
 
     /// The float32 sigmas, one per timestep and the final one.
     pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
+        &self.schedule.sigmas
     }
 
-    /// The step index `timestep` starts at: the running counter once stepping has begun.
     fn index(&self, timestep: f64) -> usize {
-        self.step_index.unwrap_or_else(|| {
-            index_for_timestep(&self.timesteps, timestep).unwrap_or(self.timesteps.len() - 1)
-        })
+        self.schedule.index(self.step_index, timestep)
     }
 
-    fn sigma(&self, index: usize) -> CandleResult<f32> {
-        self.sigmas.get(index).copied().ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "DPM-Solver: step {index} is past the schedule's {} steps",
-                self.timesteps.len()
-            ))
-        })
+    fn point(&self, index: usize) -> CandleResult<(f32, f32, f32)> {
+        self.schedule.point(index)
     }
 
-    /// x0 from the model output at step `index` (diffusers' `convert_model_output` for dpmsolver++).
-    fn data_prediction(
-        &self,
-        model_output: &Tensor,
-        sample: &Tensor,
-        index: usize,
-    ) -> CandleResult<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(index)?);
-        match self.prediction_type {
-            PredictionType::Epsilon => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t),
-            PredictionType::Sample => Ok(model_output.clone()),
-            PredictionType::VPrediction => mul(sample, alpha_t)? - mul(model_output, sigma_t)?,
-        }
-    }
-
-    /// The noise from the model output at step `index` (`convert_model_output` for dpmsolver).
-    fn noise_prediction(
-        &self,
-        model_output: &Tensor,
-        sample: &Tensor,
-        index: usize,
-    ) -> CandleResult<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(index)?);
-        match self.prediction_type {
-            PredictionType::Epsilon => Ok(model_output.clone()),
-            PredictionType::Sample => div(&(sample - mul(model_output, alpha_t)?)?, sigma_t),
-            PredictionType::VPrediction => mul(model_output, alpha_t)? + mul(sample, sigma_t)?,
-        }
-    }
-
+    /// diffusers' `convert_model_output`: x0 for dpmsolver++, the noise for dpmsolver.
     fn convert_model_output(
         &self,
         model_output: &Tensor,
         sample: &Tensor,
         index: usize,
     ) -> CandleResult<Tensor> {
+        let (alpha_t, sigma_t, _) = self.point(index)?;
+        let at = (alpha_t, sigma_t);
         match self.algorithm {
-            Algorithm::DataPrediction => self.data_prediction(model_output, sample, index),
-            Algorithm::NoisePrediction => self.noise_prediction(model_output, sample, index),
+            Algorithm::DataPrediction => {
+                data_prediction(self.prediction_type, model_output, sample, at)
+            }
+            Algorithm::NoisePrediction => {
+                noise_prediction(self.prediction_type, model_output, sample, at)
+            }
         }
-    }
-
-    /// `(alpha, sigma, lambda)` of the sigma at `index`.
-    fn point(&self, index: usize) -> CandleResult<(f32, f32, f32)> {
-        let (alpha, sigma) = alpha_sigma(self.sigma(index)?);
-        Ok((alpha, sigma, lambda(alpha, sigma)))
     }
 
     fn first_order_update(
@@ -299,7 +264,7 @@ impl DpmSolverMultistepScheduler {
 
 impl Scheduler for DpmSolverMultistepScheduler {
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.schedule.timesteps
     }
 
     fn step(
@@ -309,7 +274,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
         sample: &Tensor,
     ) -> CandleResult<Tensor> {
         let index = self.index(timestep);
-        let n = self.timesteps.len();
+        let n = self.schedule.timesteps.len();
         let short = self.lower_order_final && n < 15;
         let lower_order_final =
             index + 1 == n && (self.euler_at_final || short || self.final_sigma_zero);
@@ -345,21 +310,17 @@ impl Scheduler for DpmSolverMultistepScheduler {
         sample: &Tensor,
     ) -> CandleResult<Tensor> {
         let index = self.index(timestep);
+        let converted = self.convert_model_output(model_output, sample, index)?;
         match self.algorithm {
-            Algorithm::DataPrediction => self.data_prediction(model_output, sample, index),
+            Algorithm::DataPrediction => Ok(converted),
             Algorithm::NoisePrediction => {
-                let eps = self.noise_prediction(model_output, sample, index)?;
-                let (alpha_t, sigma_t) = alpha_sigma(self.sigma(index)?);
-                div(&(sample - mul(&eps, sigma_t)?)?, alpha_t)
+                let (alpha_t, sigma_t, _) = self.point(index)?;
+                x0_from_noise(&converted, sample, (alpha_t, sigma_t))
             }
         }
     }
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> CandleResult<Tensor> {
-        // diffusers looks the timestep up afresh (the GLIGEN pipeline sets no begin index)
-        let index =
-            index_for_timestep(&self.timesteps, timestep).unwrap_or(self.timesteps.len() - 1);
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(index)?);
-        mul(original, alpha_t)? + mul(noise, sigma_t)?
+        self.schedule.add_noise(original, noise, timestep)
     }
 }

@@ -6,8 +6,12 @@
 //! float32; each function says which precision each value has, because a timestep that rounds
 //! differently is a different UNet input.
 
+use candle_core::{Result as CandleResult, Tensor};
+
 use super::timesteps::{np_arange_down_to_zero, np_linspace_from_zero, np_round};
-use super::{SchedulerConfig, SchedulerError, SchedulerKind, TimestepSpacing};
+use super::{
+    div, mul, PredictionType, SchedulerConfig, SchedulerError, SchedulerKind, TimestepSpacing,
+};
 
 /// Karras et al.'s rho.
 const KARRAS_RHO: f64 = 7.0;
@@ -234,6 +238,91 @@ pub(super) fn index_for_timestep(timesteps: &[f64], timestep: f64) -> Option<usi
         .map(|(i, _)| i);
     let first = matches.next()?;
     Some(matches.next().unwrap_or(first))
+}
+
+/// What the multistep solvers (DPM-Solver, UniPC) share: their timesteps, their float32 sigmas
+/// (one more: the final one) and the lookups diffusers writes the same way in both classes.
+#[derive(Debug, Clone)]
+pub(super) struct MultistepSchedule {
+    pub(super) timesteps: Vec<f64>,
+    pub(super) sigmas: Vec<f32>,
+    /// Names the solver in errors.
+    pub(super) name: &'static str,
+}
+
+impl MultistepSchedule {
+    /// `index_for_timestep`, falling back to the last step when the timestep is not found.
+    pub(super) fn lookup(&self, timestep: f64) -> usize {
+        index_for_timestep(&self.timesteps, timestep).unwrap_or(self.timesteps.len() - 1)
+    }
+
+    /// The step `timestep` is at: the running counter once stepping has begun.
+    pub(super) fn index(&self, step_index: Option<usize>, timestep: f64) -> usize {
+        step_index.unwrap_or_else(|| self.lookup(timestep))
+    }
+
+    /// `(alpha, sigma, lambda)` of the sigma at `index`.
+    pub(super) fn point(&self, index: usize) -> CandleResult<(f32, f32, f32)> {
+        let sigma = self.sigmas.get(index).copied().ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "{}: step {index} is past the schedule's {} steps",
+                self.name,
+                self.timesteps.len()
+            ))
+        })?;
+        let (alpha, sigma) = alpha_sigma(sigma);
+        Ok((alpha, sigma, lambda(alpha, sigma)))
+    }
+
+    /// diffusers' `add_noise`: the timestep looked up afresh (the GLIGEN pipeline sets no begin
+    /// index), `alpha_t · original + sigma_t · noise`.
+    pub(super) fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        timestep: f64,
+    ) -> CandleResult<Tensor> {
+        let (alpha_t, sigma_t, _) = self.point(self.lookup(timestep))?;
+        mul(original, alpha_t)? + mul(noise, sigma_t)?
+    }
+}
+
+/// x0 from a model output at `(alpha_t, sigma_t)` (`convert_model_output`'s data prediction).
+pub(super) fn data_prediction(
+    prediction: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    (alpha_t, sigma_t): (f32, f32),
+) -> CandleResult<Tensor> {
+    match prediction {
+        PredictionType::Epsilon => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t),
+        PredictionType::Sample => Ok(model_output.clone()),
+        PredictionType::VPrediction => mul(sample, alpha_t)? - mul(model_output, sigma_t)?,
+    }
+}
+
+/// The noise from a model output at `(alpha_t, sigma_t)` (`convert_model_output`'s noise
+/// prediction).
+pub(super) fn noise_prediction(
+    prediction: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    (alpha_t, sigma_t): (f32, f32),
+) -> CandleResult<Tensor> {
+    match prediction {
+        PredictionType::Epsilon => Ok(model_output.clone()),
+        PredictionType::Sample => div(&(sample - mul(model_output, alpha_t)?)?, sigma_t),
+        PredictionType::VPrediction => mul(model_output, alpha_t)? + mul(sample, sigma_t)?,
+    }
+}
+
+/// x0 from a noise prediction at `(alpha_t, sigma_t)` (for previews of noise-predicting solvers).
+pub(super) fn x0_from_noise(
+    eps: &Tensor,
+    sample: &Tensor,
+    (alpha_t, sigma_t): (f32, f32),
+) -> CandleResult<Tensor> {
+    div(&(sample - mul(eps, sigma_t)?)?, alpha_t)
 }
 
 #[cfg(test)]

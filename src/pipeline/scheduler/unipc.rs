@@ -5,8 +5,9 @@
 use candle_core::{Result as CandleResult, Tensor};
 
 use super::sigmas::{
-    alpha_sigma, check_supported, final_sigma, index_for_timestep, karras_sigmas, lambda,
-    log_sigma_table, multistep_timesteps, sigma_table, sigma_to_t,
+    check_supported, data_prediction, final_sigma, karras_sigmas, log_sigma_table,
+    multistep_timesteps, noise_prediction, sigma_table, sigma_to_t, x0_from_noise,
+    MultistepSchedule,
 };
 use super::timesteps::np_round;
 use super::{div, mul, PredictionType, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
@@ -14,9 +15,8 @@ use super::{div, mul, PredictionType, Scheduler, SchedulerConfig, SchedulerError
 /// diffusers' `UniPCMultistepScheduler` after `set_timesteps(num_inference_steps)`.
 #[derive(Debug, Clone)]
 pub struct UniPcMultistepScheduler {
-    timesteps: Vec<f64>,
-    /// float32, one more than the timesteps (the sigma after the last step).
-    sigmas: Vec<f32>,
+    /// The timesteps and the float32 sigmas (one more: the sigma after the last step).
+    schedule: MultistepSchedule,
     prediction_type: PredictionType,
     predict_x0: bool,
     /// `bh2` (B(h) = e^h - 1) rather than `bh1` (B(h) = h).
@@ -90,8 +90,11 @@ impl UniPcMultistepScheduler {
         };
         sigmas.push(last);
         Ok(Self {
-            timesteps,
-            sigmas,
+            schedule: MultistepSchedule {
+                timesteps,
+                sigmas,
+                name: "UniPC",
+            },
             prediction_type: cfg.prediction_type,
             predict_x0: cfg.predict_x0,
             bh2,
@@ -108,24 +111,15 @@ impl UniPcMultistepScheduler {
 
     /// The float32 sigmas, one per timestep and the final one.
     pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
+        &self.schedule.sigmas
     }
 
     fn index(&self, timestep: f64) -> usize {
-        self.step_index.unwrap_or_else(|| {
-            index_for_timestep(&self.timesteps, timestep).unwrap_or(self.timesteps.len() - 1)
-        })
+        self.schedule.index(self.step_index, timestep)
     }
 
     fn point(&self, index: usize) -> CandleResult<(f32, f32, f32)> {
-        let sigma = self.sigmas.get(index).copied().ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "UniPC: step {index} is past the schedule's {} steps",
-                self.timesteps.len()
-            ))
-        })?;
-        let (alpha, sigma) = alpha_sigma(sigma);
-        Ok((alpha, sigma, lambda(alpha, sigma)))
+        self.schedule.point(index)
     }
 
     fn history(&self, k: usize) -> CandleResult<&Tensor> {
@@ -134,7 +128,7 @@ impl UniPcMultistepScheduler {
             .ok_or_else(|| candle_core::Error::Msg("UniPC: missing model output".into()))
     }
 
-    /// diffusers' `convert_model_output`.
+    /// diffusers' `convert_model_output`: x0 (`predict_x0`, the default) or the noise.
     fn convert_model_output(
         &self,
         model_output: &Tensor,
@@ -142,22 +136,11 @@ impl UniPcMultistepScheduler {
         index: usize,
     ) -> CandleResult<Tensor> {
         let (alpha_t, sigma_t, _) = self.point(index)?;
-        match (self.predict_x0, self.prediction_type) {
-            (true, PredictionType::Epsilon) => {
-                div(&(sample - mul(model_output, sigma_t)?)?, alpha_t)
-            }
-            (true, PredictionType::Sample) | (false, PredictionType::Epsilon) => {
-                Ok(model_output.clone())
-            }
-            (true, PredictionType::VPrediction) => {
-                mul(sample, alpha_t)? - mul(model_output, sigma_t)?
-            }
-            (false, PredictionType::Sample) => {
-                div(&(sample - mul(model_output, alpha_t)?)?, sigma_t)
-            }
-            (false, PredictionType::VPrediction) => {
-                mul(model_output, alpha_t)? + mul(sample, sigma_t)?
-            }
+        let at = (alpha_t, sigma_t);
+        if self.predict_x0 {
+            data_prediction(self.prediction_type, model_output, sample, at)
+        } else {
+            noise_prediction(self.prediction_type, model_output, sample, at)
         }
     }
 
@@ -334,7 +317,7 @@ fn solve(a: &[Vec<f32>], b: &[f32]) -> CandleResult<Vec<f32>> {
 
 impl Scheduler for UniPcMultistepScheduler {
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.schedule.timesteps
     }
 
     fn step(
@@ -355,7 +338,7 @@ impl Scheduler for UniPcMultistepScheduler {
         if let Some(last) = self.model_outputs.last_mut() {
             *last = Some(converted);
         }
-        let n = self.timesteps.len();
+        let n = self.schedule.timesteps.len();
         let order = if self.lower_order_final {
             self.solver_order.min(n - index)
         } else {
@@ -383,13 +366,10 @@ impl Scheduler for UniPcMultistepScheduler {
             return Ok(converted);
         }
         let (alpha_t, sigma_t, _) = self.point(index)?;
-        div(&(sample - mul(&converted, sigma_t)?)?, alpha_t)
+        x0_from_noise(&converted, sample, (alpha_t, sigma_t))
     }
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> CandleResult<Tensor> {
-        let index =
-            index_for_timestep(&self.timesteps, timestep).unwrap_or(self.timesteps.len() - 1);
-        let (alpha_t, sigma_t, _) = self.point(index)?;
-        mul(original, alpha_t)? + mul(noise, sigma_t)?
+        self.schedule.add_noise(original, noise, timestep)
     }
 }
