@@ -154,8 +154,9 @@ pub fn map_tensor(
     Tensor::from_vec(data, (1, 3, h, w), device).ctx("map")
 }
 
-/// torchvision's `center_crop` to the shorter side.
-fn center_crop(img: &RgbImage) -> RgbImage {
+/// torchvision's `center_crop` to the shorter side (offsets rounded half to even), as
+/// `prepare_batch_*` crops a map picture.
+pub fn center_crop(img: &RgbImage) -> RgbImage {
     let (w, h) = img.dimensions();
     let side = w.min(h);
     let left = (f64::from(w - side) / 2.0).round_ties_even();

@@ -49,20 +49,10 @@ fn square_picture(
     let img = crate::layout::read_picture(reference, None)
         .and_then(|bytes| crate::layout::decode_picture(&bytes))?;
     let rgb = img.to_rgb8();
-    let (w, h) = rgb.dimensions();
-    let s = w.min(h);
-    if s == 0 {
+    if rgb.width().min(rgb.height()) == 0 {
         return Err("the picture is empty".to_string());
     }
-    let left = (f64::from(w - s) / 2.0).round_ties_even();
-    let top = (f64::from(h - s) / 2.0).round_ties_even();
-    let square = crate::pipeline::resample::pil_crop(
-        &rgb,
-        left,
-        top,
-        left + f64::from(s),
-        top + f64::from(s),
-    );
+    let square = crate::pipeline::spatial::center_crop(&rgb);
     Ok(crate::pipeline::resample::pil_resize(
         &square, side, side, filter,
     ))
