@@ -1,11 +1,11 @@
 //! `glichen::maps`: Canny equal to OpenCV pixel for pixel (fixtures from
 //! `tests/fixtures/make_map_fixtures.py`), the ADE20K table and conversions, normals from depth
-//! in the DIODE convention, depth normalisation, and refusals instead of panics.
+//! in the DIODE convention, depth normalisation, the sem brush and fill, and refusals instead of panics.
 
 use glichen::maps::{
     ade20k, canny, canny_rgb, class_by_name, class_colour, class_name, classes_to_colour,
     colour_to_classes, normal::NormalOptions, normalize_depth, normals_from_depth,
-    normals_from_depth_values, to_gray, MapError,
+    normals_from_depth_values, paint, to_gray, MapError,
 };
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, RgbaImage};
 use std::path::{Path, PathBuf};
@@ -396,4 +396,111 @@ fn depth_normalisation_is_midas_write_depth() {
     assert!(normalize_depth(&[1.0, f32::INFINITY], 2, 1, false).is_err());
     // Extreme but finite values do not panic.
     assert!(normalize_depth(&[-3e38, 3e38], 2, 1, false).is_ok());
+}
+
+/// The brush paints pixels whose centres lie within the radius of the stroke: a thin horizontal
+/// stroke covers its row (and the pixels whose centres touch its ends), never the rows beside.
+#[test]
+fn brush_strokes_cover_pixel_centres_within_the_radius() {
+    let mut map = GrayImage::new(12, 12);
+    let changed = paint::paint_stroke(&mut map, (2.0, 5.5), (9.0, 5.5), 0.5, 7).unwrap();
+    let painted: Vec<(u32, u32)> = map
+        .enumerate_pixels()
+        .filter(|(_, _, p)| p.0[0] == 7)
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    assert_eq!(painted, (1..=9).map(|x| (x, 5)).collect::<Vec<_>>());
+    assert_eq!(changed, 9);
+    // painting again changes nothing
+    assert_eq!(
+        paint::paint_stroke(&mut map, (2.0, 5.5), (9.0, 5.5), 0.5, 7).unwrap(),
+        0
+    );
+    // a click with no radius still marks the pixel under it
+    let mut dot = GrayImage::new(4, 4);
+    assert_eq!(
+        paint::paint_stroke(&mut dot, (2.2, 1.7), (2.2, 1.7), 0.0, 3).unwrap(),
+        1
+    );
+    assert_eq!(dot.get_pixel(2, 1).0, [3]);
+    // a disc of radius 3 around a pixel centre: 29 pixels (the lattice points of the disc)
+    let mut disc = GrayImage::new(16, 16);
+    assert_eq!(
+        paint::paint_stroke(&mut disc, (8.5, 8.5), (8.5, 8.5), 3.0, 1).unwrap(),
+        29
+    );
+    // strokes off the map are clipped, not a panic
+    let mut edge = GrayImage::new(8, 8);
+    assert_eq!(
+        paint::paint_stroke(&mut edge, (-20.0, -20.0), (-10.0, -3.0), 2.0, 1).unwrap(),
+        0
+    );
+    assert_eq!(
+        paint::paint_stroke(&mut edge, (-5.0, 0.5), (100.0, 0.5), 0.5, 1).unwrap(),
+        8
+    );
+}
+
+/// The fill replaces the 4-connected region of the clicked class and stops at other classes
+/// (a diagonal gap does not leak).
+#[test]
+fn fill_replaces_the_connected_region_only() {
+    // a ring of class 4 around a 3×3 hole, on a field of 0
+    let mut map = GrayImage::new(9, 9);
+    for y in 2..=6 {
+        for x in 2..=6 {
+            if x == 2 || x == 6 || y == 2 || y == 6 {
+                map.put_pixel(x, y, Luma([4]));
+            }
+        }
+    }
+    let mut inside = map.clone();
+    assert_eq!(paint::flood_fill(&mut inside, 4, 4, 9).unwrap(), 9);
+    assert_eq!(inside.get_pixel(1, 1).0, [0], "outside untouched");
+    assert_eq!(inside.get_pixel(3, 3).0, [9]);
+    let mut outside = map.clone();
+    assert_eq!(paint::flood_fill(&mut outside, 0, 0, 9).unwrap(), 81 - 25);
+    assert_eq!(outside.get_pixel(4, 4).0, [0], "the hole is not reached");
+    // a ring corner replaced by a diagonal-only gap still holds
+    let mut diagonal = map.clone();
+    diagonal.put_pixel(2, 2, Luma([0]));
+    assert_eq!(paint::flood_fill(&mut diagonal, 4, 4, 9).unwrap(), 9);
+    // the ring itself, and a fill with its own class
+    let mut ring = map.clone();
+    assert_eq!(paint::flood_fill(&mut ring, 2, 4, 1).unwrap(), 16);
+    assert_eq!(paint::flood_fill(&mut ring, 2, 4, 1).unwrap(), 0);
+    // a whole large map, without deep recursion
+    let mut big = GrayImage::new(1024, 1024);
+    assert_eq!(
+        paint::flood_fill(&mut big, 500, 500, 2).unwrap(),
+        1024 * 1024
+    );
+    assert_eq!(
+        paint::class_histogram(&map),
+        vec![(0, 81 - 16), (4, 16)],
+        "most common first"
+    );
+}
+
+#[test]
+fn painting_refuses_bad_input() {
+    let mut map = GrayImage::new(4, 4);
+    let err = paint::paint_stroke(&mut map, (1.0, 1.0), (2.0, 2.0), 1.0, 152).unwrap_err();
+    assert!(err.to_string().contains("class"), "{err}");
+    let err = paint::paint_stroke(&mut map, (f32::NAN, 1.0), (2.0, 2.0), 1.0, 1).unwrap_err();
+    assert!(err.to_string().contains("stroke start x"), "{err}");
+    let err = paint::paint_stroke(&mut map, (1.0, 1.0), (2.0, 2.0), -1.0, 1).unwrap_err();
+    assert!(err.to_string().contains("brush radius"), "{err}");
+    let err = paint::flood_fill(&mut map, 4, 0, 1).unwrap_err();
+    assert!(err.to_string().contains("fill start"), "{err}");
+    let mut empty = GrayImage::new(0, 0);
+    assert_eq!(
+        paint::paint_stroke(&mut empty, (0.0, 0.0), (1.0, 1.0), 2.0, 1).unwrap(),
+        0
+    );
+    assert_eq!(
+        map,
+        GrayImage::new(4, 4),
+        "nothing painted by refused calls"
+    );
 }

@@ -7,7 +7,9 @@
 //!   standard palette and names, and conversions between colour-coded and class-index maps.
 //! - [`normal`]: a normal map from a depth map, in the DIODE convention the normal checkpoint
 //!   was trained on.
-//! - [`depth`]: raw depth values (a future depth network's output) to an 8-bit depth map.
+//! - [`paint`]: the studio's brush and fill on a class-index map.
+//! - [`depth`]: raw depth values to an 8-bit depth map, and those values estimated from a photo
+//!   with Depth Anything ([`DepthEstimator`]).
 //!
 //! Every function checks its input and returns a [`MapError`]; none panics on an empty picture,
 //! mismatched sizes or non-finite parameters.
@@ -16,10 +18,11 @@ pub mod ade20k;
 pub mod canny;
 pub mod depth;
 pub mod normal;
+pub mod paint;
 
 pub use ade20k::{class_by_name, class_colour, class_name, classes_to_colour, colour_to_classes};
 pub use canny::{canny, canny_rgb, to_gray};
-pub use depth::normalize_depth;
+pub use depth::{normalize_depth, DepthError, DepthEstimator};
 pub use normal::{normals_from_depth, normals_from_depth_values};
 
 /// Why a map could not be made.

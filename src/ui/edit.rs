@@ -177,6 +177,7 @@ impl StudioApp {
         match tool {
             Tool::Draw => self.unsupported_reason(EntityKind::TextBox),
             Tool::Person => self.unsupported_reason(EntityKind::Keypoints),
+            Tool::Brush | Tool::Fill => self.sem_blocker(),
             Tool::Select | Tool::Pan => None,
         }
     }

@@ -25,6 +25,8 @@ pub(crate) enum FileOutcome {
     MapSource(Result<(String, image::RgbImage), String>),
     /// A map made from a picture (kind, PNG data URI, a name for the status line).
     MapMade(Result<(crate::layout::MapKind, String, String), String>),
+    /// The layout's semantic map (its reference) decoded to class indices for painting.
+    SemRaster(String, Result<image::GrayImage, String>),
     Cancelled,
 }
 
@@ -300,6 +302,9 @@ impl StudioApp {
                         self.apply_picture(purpose, picked);
                     }
                     FileOutcome::MapSource(source) => self.apply_map_source(source),
+                    FileOutcome::SemRaster(reference, result) => {
+                        self.apply_sem_raster(reference, result);
+                    }
                     FileOutcome::MapMade(Ok((kind, uri, name))) => self.set_map(kind, uri, &name),
                     FileOutcome::MapMade(Err(e)) => {
                         self.notify(NoticeLevel::Error, format!("Could not make the map: {e}"));

@@ -25,6 +25,8 @@ pub(crate) struct MapTools {
     pub(crate) canny_thresholds: (f32, f32),
     /// The edges for the current thresholds and their preview texture.
     canny_edges: Option<((f32, f32), RgbImage, egui::TextureHandle)>,
+    /// The semantic map's brush and fill.
+    pub(crate) sem: super::sem_paint::SemPaint,
 }
 
 impl Default for MapTools {
@@ -35,6 +37,7 @@ impl Default for MapTools {
             canny_source: None,
             canny_thresholds: CANNY_DEFAULT,
             canny_edges: None,
+            sem: super::sem_paint::SemPaint::default(),
         }
     }
 }
@@ -184,6 +187,7 @@ impl StudioApp {
                 {
                     self.pick_picture_dialog(PicturePurpose::SegmentationColours);
                 }
+                self.sem_paint_ui(ui);
             }
             MapKind::Hed | MapKind::Depth => {}
         }
@@ -244,6 +248,11 @@ impl StudioApp {
 
     /// Puts `image` in the layout's map slot (one undo step).
     pub(super) fn set_map(&mut self, kind: MapKind, image: String, name: &str) {
+        self.set_map_step("set the map", kind, image, name);
+    }
+
+    /// Puts `image` in the layout's map slot as the undo step `label`.
+    pub(super) fn set_map_step(&mut self, label: &str, kind: MapKind, image: String, name: &str) {
         if let Some(reason) = self.unsupported_reason(EntityKind::Map) {
             self.notify(
                 NoticeLevel::Warning,
@@ -251,7 +260,7 @@ impl StudioApp {
             );
             return;
         }
-        self.doc.edit("set the map", |l| {
+        self.doc.edit(label, |l| {
             match l
                 .entities
                 .iter_mut()
@@ -295,7 +304,7 @@ impl StudioApp {
     }
 
     /// A picture reference a background task can read without the document's folder.
-    fn readable_reference(&self, reference: String) -> String {
+    pub(super) fn readable_reference(&self, reference: String) -> String {
         match self.picture_base() {
             Some(base) if !crate::layout::is_data_uri(&reference) => {
                 crate::layout::picture_path(&reference, Some(&base))

@@ -36,6 +36,7 @@ mod inspector;
 mod map_slot;
 mod panels;
 pub mod pictures;
+mod sem_paint;
 
 pub mod preview;
 

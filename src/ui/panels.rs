@@ -105,6 +105,12 @@ impl StudioApp {
                 if i.key_pressed(Key::P) {
                     a.tool = Some(Tool::Person);
                 }
+                if i.key_pressed(Key::K) {
+                    a.tool = Some(Tool::Brush);
+                }
+                if i.key_pressed(Key::G) {
+                    a.tool = Some(Tool::Fill);
+                }
                 if i.key_pressed(Key::F) {
                     a.fit = true;
                 }
@@ -268,6 +274,10 @@ impl StudioApp {
                 self.tool_button_ui(ui, Tool::Select, "Select / move (V)", "Click to select; drag a box, a person or a joint to move it");
                 self.tool_button_ui(ui, Tool::Person, "Person (P)", "Click to place a standing person (17 joints); drag a joint to pose it, the body to move it; right-click a joint to hide it");
                 self.tool_button_ui(ui, Tool::Pan, "Pan (H)", "Drag to move the view");
+                if self.sem_blocker().is_none() {
+                    self.tool_button_ui(ui, Tool::Brush, "Paint classes (K)", "Drag on the canvas to paint the class chosen in the map slot into the semantic map");
+                    self.tool_button_ui(ui, Tool::Fill, "Fill classes (G)", "Click on the canvas to fill a region of the semantic map with the chosen class");
+                }
                 let image_box = self.unsupported_reason(EntityKind::ImageBox);
                 let r = ui
                     .add_enabled(image_box.is_none(), Button::new("Add image box…"))

@@ -14,6 +14,7 @@ mod files;
 mod generation;
 mod gpu;
 mod harness;
+mod maps;
 mod models;
 mod people;
 mod pictures;

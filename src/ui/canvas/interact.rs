@@ -188,7 +188,15 @@ impl StudioApp {
                         );
                     }
                     drag.current = tf.layout_from_screen(p);
-                    apply_drag(self.doc.live(), &drag, self.files.settings.snap);
+                    if let DragOp::Paint { last } = &mut drag.op {
+                        if !self.sem_stroke(*last, drag.current) {
+                            drag.op = DragOp::None;
+                        } else {
+                            *last = drag.current;
+                        }
+                    } else {
+                        apply_drag(self.doc.live(), &drag, self.files.settings.snap);
+                    }
                 }
             }
             // Released here, or somewhere we did not see (e.g. outside the window).
@@ -203,8 +211,18 @@ impl StudioApp {
     /// What a drag that starts at `screen` does (may place a person with the person tool).
     fn drag_op_at(&mut self, tf: &CanvasTransform, screen: Pos2) -> DragOp {
         let tool = self.canvas.tool;
-        if tool == Tool::Pan {
-            return DragOp::Pan;
+        match tool {
+            Tool::Pan => return DragOp::Pan,
+            Tool::Brush => {
+                let p = tf.layout_from_screen(screen);
+                return if self.sem_stroke(p, p) {
+                    DragOp::Paint { last: p }
+                } else {
+                    DragOp::None
+                };
+            }
+            Tool::Fill => return DragOp::None,
+            _ => {}
         }
         if let Some((index, handle)) = handle_at(&self.doc, tf, screen) {
             let original = self.doc.layout().entities[index].bbox().unwrap_or_default();
@@ -299,6 +317,7 @@ impl StudioApp {
             DragOp::MoveJoint { .. } | DragOp::MovePerson { .. } => {
                 self.doc.finish_live(&drag.before);
             }
+            DragOp::Paint { .. } => self.commit_sem_raster("paint the map"),
             DragOp::Pan | DragOp::None => {}
         }
     }
@@ -307,6 +326,9 @@ impl StudioApp {
     pub(crate) fn cancel_drag(&mut self) -> bool {
         match self.canvas.drag.take() {
             Some(drag) => {
+                if matches!(drag.op, DragOp::Paint { .. }) {
+                    self.discard_sem_strokes();
+                }
                 self.doc.restore(drag.before);
                 true
             }
@@ -320,6 +342,17 @@ impl StudioApp {
         let pointer = response
             .interact_pointer_pos()
             .or_else(|| response.hover_pos());
+        if response.clicked() && matches!(self.canvas.tool, Tool::Brush | Tool::Fill) {
+            if let Some(p) = pointer {
+                let at = tf.layout_from_screen(p);
+                if self.canvas.tool == Tool::Fill {
+                    self.sem_fill(at);
+                } else if self.sem_stroke(at, at) {
+                    self.commit_sem_raster("paint the map");
+                }
+            }
+            return;
+        }
         if response.clicked() {
             if let Some(p) = pointer {
                 let layout = self.doc.layout();
@@ -375,9 +408,16 @@ impl StudioApp {
                 op: DragOp::Pan, ..
             }) => CursorIcon::Grabbing,
             Some(CanvasDrag {
-                op: DragOp::Draw { .. },
+                op: DragOp::Draw { .. } | DragOp::Paint { .. },
                 ..
             }) => CursorIcon::Crosshair,
+            _ if matches!(self.canvas.tool, Tool::Brush | Tool::Fill) => {
+                if self.sem_blocker().is_some() {
+                    CursorIcon::NotAllowed
+                } else {
+                    CursorIcon::Crosshair
+                }
+            }
             _ => match handle_at(&self.doc, tf, p) {
                 Some((_, h)) => h.cursor(),
                 None if self.canvas.hovered_joint.is_some() => CursorIcon::Move,
@@ -385,6 +425,7 @@ impl StudioApp {
                     let layout = self.doc.layout();
                     match self.canvas.tool {
                         Tool::Pan => CursorIcon::Grab,
+                        Tool::Brush | Tool::Fill => CursorIcon::Crosshair,
                         Tool::Select | Tool::Person => {
                             if entity_at(layout, tf, p).is_some() {
                                 CursorIcon::Grab

@@ -30,6 +30,10 @@ pub enum Tool {
     Pan,
     /// Click to place a person (17 COCO keypoints); drag a joint or the body to pose and move.
     Person,
+    /// Drag to paint ADE20K classes into the semantic map.
+    Brush,
+    /// Click to fill a region of the semantic map with a class.
+    Fill,
 }
 
 /// What the canvas showed under the layout in the last frame.
@@ -250,6 +254,10 @@ pub enum DragOp {
         original: Vec<Option<[f64; 2]>>,
     },
     Pan,
+    /// A brush stroke on the semantic map (the last point painted to).
+    Paint {
+        last: Pos2,
+    },
     None,
 }
 
@@ -305,6 +313,7 @@ impl StudioApp {
         let (response, painter) = ui.allocate_painter(ui.available_size(), Sense::click_and_drag());
         let area = response.rect;
         self.canvas.last_rect = Some(area);
+        self.sync_sem_raster(ui.ctx());
         let mut tf = self.zoom_and_pan_ui(ui, &response, area);
         self.drag_ui(ui, &response, area, &mut tf);
         self.clicks_ui(&response, &tf);

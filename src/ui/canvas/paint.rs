@@ -35,6 +35,8 @@ pub(super) struct Scene<'a> {
     pub ctx: egui::Context,
     /// Opacity of the spatial map layer.
     pub map_opacity: f32,
+    /// The semantic map in palette colours, when it is shown instead of its grey indices.
+    pub sem_layer: Option<egui::TextureId>,
 }
 
 /// How an entity is drawn this frame.
@@ -101,6 +103,7 @@ impl StudioApp {
             base: self.base_dir(),
             ctx: ui.ctx().clone(),
             map_opacity: self.maps.opacity,
+            sem_layer: self.sem_layer(),
         };
         let pictures = &mut self.files.pictures;
         let painter = painter.with_clip_rect(painter.clip_rect().intersect(ui.max_rect()));
@@ -240,6 +243,15 @@ fn background(
 /// The spatial map under the boxes, as the model sees it: the centred square of the picture
 /// stretched over the canvas.
 fn map_layer(painter: &Painter, tf: &CanvasTransform, scene: &Scene, pictures: &mut PictureCache) {
+    let alpha = (scene.map_opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
+    if let Some(texture) = scene.sem_layer {
+        if alpha > 0 {
+            // Already the centred square at the canvas side.
+            let rect = tf.screen_rect_from_box([0.0, 0.0, 1.0, 1.0]);
+            painter.image(texture, rect, FULL_UV, Color32::from_white_alpha(alpha));
+        }
+        return;
+    }
     let Some(image) = scene.doc.layout().entities.iter().find_map(|e| match e {
         Entity::Map { image, .. } => Some(image),
         _ => None,
@@ -252,7 +264,6 @@ fn map_layer(painter: &Painter, tf: &CanvasTransform, scene: &Scene, pictures: &
     if let PictureState::Ready(p) = pictures.get(&scene.ctx, image, scene.base.as_deref()) {
         let side = p.size[0].min(p.size[1]);
         let uv = p.centre_crop_uv(side, side);
-        let alpha = (scene.map_opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
         painter.image(
             p.texture.id(),
             tf.screen_rect_from_box([0.0, 0.0, 1.0, 1.0]),

@@ -1,0 +1,135 @@
+//! The map slot's semantic-map painting: brush strokes and fills write ADE20K class indices into
+//! the layout's map (a grey class-index PNG, as the sem checkpoint reads), one undo step each,
+//! and the canvas shows the map in palette colours.
+
+use super::harness::*;
+use glichen::layout::{Entity, Layout, MapKind};
+use glichen::ui::StudioApp;
+use std::path::Path;
+
+/// The layout's sem map decoded to class indices.
+fn sem_map(app: &StudioApp) -> Option<image::GrayImage> {
+    app.layout().entities.iter().find_map(|e| match e {
+        Entity::Map { kind, image } => {
+            assert_eq!(*kind, MapKind::Sem);
+            let bytes = glichen::layout::read_picture(image, None).unwrap();
+            let img = glichen::layout::decode_picture(&bytes).unwrap();
+            assert!(
+                matches!(img, image::DynamicImage::ImageLuma8(_)),
+                "a grey PNG, not {:?}",
+                img.color()
+            );
+            Some(img.to_luma8())
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn sem_brush_and_fill_paint_class_indices() {
+    let dir = temp_dir("sem-paint");
+    let sem = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/original/gligen-tiny-sem.pth")
+        .display()
+        .to_string();
+    let (mut h, _answers) = studio_with(&dir.join("data"), Some(sem), false);
+    wait_model(&mut h);
+    h.state_mut().set_layout(Layout::studio_blank(64, 64));
+    h.run();
+    assert!(sem_map(h.state()).is_none());
+
+    // a stroke across the whole canvas with "person" (13), 4 px wide on each side
+    h.get_by_label("Paint classes (K)").click();
+    h.run();
+    let person = glichen::maps::class_by_name("person").unwrap();
+    h.state_mut().set_sem_brush(person, 4.0);
+    let tf = transform(&h);
+    drag(
+        &mut h,
+        screen_of(&tf, [0.01, 0.5]),
+        screen_of(&tf, [0.99, 0.5]),
+    );
+    let map = sem_map(h.state()).expect("the stroke made a map");
+    assert_eq!(map.dimensions(), (64, 64));
+    assert_eq!(map.get_pixel(32, 32).0, [person]);
+    assert_eq!(
+        map.get_pixel(0, 32).0,
+        [person],
+        "the stroke reaches the left edge"
+    );
+    assert_eq!(map.get_pixel(63, 31).0, [person], "and the right edge");
+    assert_eq!(map.get_pixel(32, 5).0, [0], "above it: other");
+    assert_eq!(map.get_pixel(32, 40).0, [0], "below it: other");
+    assert!(h.state().sem_layer_shown(), "shown in palette colours");
+    let steps = h.state().history().undo_len();
+
+    // fill the part above the stroke with sky; the stroke keeps the part below apart
+    h.get_by_label("Fill classes (G)").click();
+    h.run();
+    let sky = glichen::maps::class_by_name("sky").unwrap();
+    h.state_mut().set_sem_brush(sky, 4.0);
+    let tf = transform(&h);
+    click(&mut h, screen_of(&tf, [0.5, 0.1]));
+    let map = sem_map(h.state()).unwrap();
+    assert_eq!(map.get_pixel(32, 5).0, [sky]);
+    assert_eq!(map.get_pixel(0, 0).0, [sky]);
+    assert_eq!(map.get_pixel(32, 32).0, [person]);
+    assert_eq!(
+        map.get_pixel(32, 60).0,
+        [0],
+        "the fill stopped at the stroke"
+    );
+    assert_eq!(h.state().history().undo_len(), steps + 1, "one undo step");
+
+    // undo: the map without the sky, and the canvas follows it (decoded again off the UI thread)
+    h.state_mut().undo();
+    wait_files(&mut h, "the map to paint");
+    h.run();
+    let map = sem_map(h.state()).unwrap();
+    assert_eq!(map.get_pixel(32, 5).0, [0]);
+    assert!(h.state().sem_layer_shown());
+    // painting continues on the undone map
+    h.get_by_label("Paint classes (K)").click();
+    let tree = glichen::maps::class_by_name("tree").unwrap();
+    h.state_mut().set_sem_brush(tree, 2.0);
+    let tf = transform(&h);
+    click(&mut h, screen_of(&tf, [0.5, 0.9]));
+    let map = sem_map(h.state()).unwrap();
+    assert_eq!(map.get_pixel(32, 57).0, [tree]);
+    assert_eq!(map.get_pixel(32, 5).0, [0], "the undone fill stays undone");
+    assert_eq!(map.get_pixel(32, 32).0, [person]);
+
+    // the painted map is what the pipeline reads: every class within the checkpoint's 152
+    assert!(map.pixels().all(|p| p.0[0] <= 151));
+}
+
+/// A colour map cannot be painted (its colours are not class indices): the tools say why, and
+/// the map is left as it was.
+#[test]
+fn sem_painting_refuses_a_colour_map() {
+    let dir = temp_dir("sem-colour");
+    let sem = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/original/gligen-tiny-sem.pth")
+        .display()
+        .to_string();
+    let (mut h, _answers) = studio_with(&dir.join("data"), Some(sem), false);
+    wait_model(&mut h);
+    let colour = write_picture(&dir, "colour.png", 64, 64, [200, 10, 10]);
+    let mut layout = Layout::studio_blank(64, 64);
+    layout.entities.push(Entity::Map {
+        kind: MapKind::Sem,
+        image: colour.display().to_string(),
+    });
+    h.state_mut().set_layout(layout);
+    h.run();
+    wait_files(&mut h, "the map to paint");
+    h.run();
+    let blocker = h.state().sem_blocker().expect("painting is off");
+    assert!(blocker.contains("colour"), "{blocker}");
+    assert!(!h.state().sem_layer_shown());
+    assert!(h
+        .state()
+        .notices()
+        .iter()
+        .any(|n| n.text.contains("cannot be painted")));
+}
