@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod clip;
 pub mod clip_vision;
 pub mod cpu_ops;
+pub mod depth_anything;
 pub mod interrupt;
 pub mod position_net;
 pub mod spatial;

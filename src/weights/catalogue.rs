@@ -372,22 +372,49 @@ pub fn resolve_component_folder(
     spec: &str,
     progress: impl Into<Progress>,
 ) -> Result<std::path::PathBuf, WeightsError> {
+    resolve_folder(
+        spec,
+        &["config.json", "diffusion_pytorch_model.safetensors"],
+        progress,
+    )
+}
+
+/// The depth estimator's folder from `spec`: a folder, a catalogue name
+/// (`depth-anything-v2-small`) or a hub repo id in transformers' `DepthAnythingForDepthEstimation`
+/// layout (fetched into the HF cache when missing).
+pub fn resolve_depth_folder(
+    spec: &str,
+    progress: impl Into<Progress>,
+) -> Result<std::path::PathBuf, WeightsError> {
+    resolve_folder(
+        spec,
+        &[
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+        ],
+        progress,
+    )
+}
+
+/// A component's folder: `spec` itself when it is a folder, else a catalogue entry's files (its
+/// `files`, or `files` when it lists none) or, for a bare hub repo id, `files` at `main`.
+fn resolve_folder(
+    spec: &str,
+    files: &[&str],
+    progress: impl Into<Progress>,
+) -> Result<std::path::PathBuf, WeightsError> {
     let path = std::path::Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    let files = ["config.json", "diffusion_pytorch_model.safetensors"];
     if let Some(entry) = find(spec) {
         let named: Vec<&str> = entry.files.iter().map(String::as_str).collect();
-        let files = if named.is_empty() {
-            &files[..]
-        } else {
-            &named[..]
-        };
+        let files = if named.is_empty() { files } else { &named[..] };
         return fetch_files(&entry.repo, &entry.revision, files, progress);
     }
     if super::looks_like_repo_id(spec) {
-        return fetch_files(spec, "main", &files, progress);
+        return fetch_files(spec, "main", files, progress);
     }
     Err(WeightsError::UnknownModel(spec.to_string()))
 }
