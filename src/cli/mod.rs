@@ -1,7 +1,8 @@
-//! The headless front end: `glichen generate | fetch | models | layout-from-png`. A thin shell over
+//! The headless front end: `glichen generate | fetch | models | layout-from-png | make-map | bench`. A thin shell over
 //! the library; errors become readable messages here (anyhow), never panics.
 
 pub mod bench;
+pub mod make_map;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +37,9 @@ pub enum Command {
     LayoutFromPng { image: PathBuf },
     /// Time the pipeline's parts, optionally beside diffusers.
     Bench(bench::BenchArgs),
+    /// Make a spatial map from a picture (Canny, depth, normals, HED, ADE20K classes), as the
+    /// studio's map slot makes it.
+    MakeMap(make_map::MakeMapArgs),
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +129,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::MakeMap(args)) => make_map::run(&args),
         Some(Command::LayoutFromPng { image }) => {
             let json =
                 glichen::layout::png::read_layout_chunk(&image).map_err(anyhow::Error::msg)?;

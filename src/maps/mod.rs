@@ -10,6 +10,9 @@
 //! - [`paint`]: the studio's brush and fill on a class-index map.
 //! - [`depth`]: raw depth values to an 8-bit depth map, and those values estimated from a photo
 //!   with Depth Anything ([`DepthEstimator`]).
+//! - [`make`]: a picture to the map a checkpoint reads (crop, resize, recipe), for the studio and the CLI.
+//! - [`hed`]: soft edge maps from a photo with ControlNet's HED network, as `controlnet_aux`'s
+//!   `HEDdetector` makes them, with OpenCV's bilinear resize ([`hed::HedDetector`]).
 //!
 //! Every function checks its input and returns a [`MapError`]; none panics on an empty picture,
 //! mismatched sizes or non-finite parameters.
@@ -17,6 +20,8 @@
 pub mod ade20k;
 pub mod canny;
 pub mod depth;
+pub mod hed;
+pub mod make;
 pub mod normal;
 pub mod paint;
 

@@ -7,6 +7,7 @@ pub mod clip;
 pub mod clip_vision;
 pub mod cpu_ops;
 pub mod depth_anything;
+pub mod hed;
 pub mod interrupt;
 pub mod position_net;
 pub mod spatial;

@@ -29,10 +29,8 @@ pub enum PicturePurpose {
     Map,
     /// A photo to make Canny edges from.
     CannySource,
-    /// A depth picture (near = bright) to make a normal map from.
-    DepthForNormals,
-    /// A segmentation coloured with the ADE20K palette, to turn into class indices.
-    SegmentationColours,
+    /// A picture to make the map from (a photo, a depth picture, a coloured segmentation).
+    MakeMap(crate::maps::make::MapRecipe),
 }
 
 impl PicturePurpose {
@@ -44,10 +42,19 @@ impl PicturePurpose {
             PicturePurpose::Inpaint => "Open a picture for inpainting",
             PicturePurpose::Map => "Choose the spatial map",
             PicturePurpose::CannySource => "Choose a photo to make Canny edges from",
-            PicturePurpose::DepthForNormals => {
-                "Choose a depth map (near = bright) to make normals from"
+            PicturePurpose::MakeMap(recipe) => {
+                use crate::maps::make::MapRecipe;
+                match recipe {
+                    MapRecipe::NormalsFromDepth => {
+                        "Choose a depth map (near = bright) to make normals from"
+                    }
+                    MapRecipe::ClassesFromColours => "Choose an ADE20K-coloured segmentation",
+                    MapRecipe::DepthFromPhoto => "Choose a photo to estimate depth from",
+                    MapRecipe::NormalsFromPhoto => "Choose a photo to estimate normals from",
+                    MapRecipe::HedFromPhoto => "Choose a photo to detect HED edges in",
+                    MapRecipe::Canny { .. } => "Choose a photo to make Canny edges from",
+                }
             }
-            PicturePurpose::SegmentationColours => "Choose an ADE20K-coloured segmentation",
         }
     }
 }
@@ -268,10 +275,7 @@ impl StudioApp {
     /// Puts a checked picture where it was asked for (one undo step).
     pub(super) fn apply_picture(&mut self, purpose: PicturePurpose, picked: PickedPicture) {
         match purpose {
-            PicturePurpose::Map
-            | PicturePurpose::CannySource
-            | PicturePurpose::DepthForNormals
-            | PicturePurpose::SegmentationColours => {
+            PicturePurpose::Map | PicturePurpose::CannySource | PicturePurpose::MakeMap(_) => {
                 self.apply_map_picture(&purpose, picked.reference, picked.name);
             }
             PicturePurpose::Fill { index, previous } => {

@@ -167,6 +167,12 @@ pub struct Settings {
     /// The TAESD preview decoder loaded beside models (`taesd`, a folder or a hub repo id); empty:
     /// previews are the latent projection.
     pub preview_decoder: String,
+    /// The depth network for depth and normal maps made from photos (a folder, catalogue name
+    /// or hub repo id); empty: `depth-anything-v2-small`.
+    pub depth_model: String,
+    /// The HED network for HED maps made from photos (a file, folder, catalogue name or hub
+    /// repo id); empty: `hed`.
+    pub hed_model: String,
 }
 
 impl Default for Settings {
@@ -184,6 +190,8 @@ impl Default for Settings {
             draft: Default::default(),
             image_encoder: String::new(),
             preview_decoder: String::new(),
+            depth_model: String::new(),
+            hed_model: String::new(),
         }
     }
 }

@@ -5,11 +5,14 @@
 use egui::{Button, RichText};
 use image::RgbImage;
 
+use std::sync::{Arc, Mutex};
+
 use super::edit::PicturePurpose;
 use super::file_actions::FileOutcome;
 use super::pictures::describe_reference;
 use super::{NoticeLevel, StudioApp};
 use crate::layout::{Entity, EntityKind, MapKind};
+use crate::maps::make::{self, Estimators, MapRecipe};
 
 /// OpenCV's thresholds in GLIGEN's notes for its Canny maps.
 pub const CANNY_DEFAULT: (f32, f32) = (100.0, 200.0);
@@ -27,6 +30,9 @@ pub(crate) struct MapTools {
     canny_edges: Option<((f32, f32), RgbImage, egui::TextureHandle)>,
     /// The semantic map's brush and fill.
     pub(crate) sem: super::sem_paint::SemPaint,
+    /// The depth and HED networks, loaded by the first map that needs them and shared with the
+    /// file tasks that run them.
+    estimators: Arc<Mutex<Estimators>>,
 }
 
 impl Default for MapTools {
@@ -38,57 +44,60 @@ impl Default for MapTools {
             canny_thresholds: CANNY_DEFAULT,
             canny_edges: None,
             sem: super::sem_paint::SemPaint::default(),
+            estimators: Arc::new(Mutex::new(Estimators::new(
+                candle_core::Device::Cpu,
+                "",
+                "",
+            ))),
         }
     }
 }
 
-/// A picture read, decoded, centre-cropped to a square and resized to the canvas side (as the
-/// pipeline will treat the map), off the UI thread.
-fn square_picture(
-    reference: &str,
-    side: u32,
-    filter: crate::pipeline::resample::PilFilter,
-) -> Result<RgbImage, String> {
-    let img = crate::layout::read_picture(reference, None)
-        .and_then(|bytes| crate::layout::decode_picture(&bytes))?;
-    let rgb = img.to_rgb8();
-    if rgb.width().min(rgb.height()) == 0 {
-        return Err("the picture is empty".to_string());
-    }
-    let square = crate::pipeline::spatial::center_crop(&rgb);
-    Ok(crate::pipeline::resample::pil_resize(
-        &square, side, side, filter,
-    ))
+/// A picture read and decoded off the UI thread.
+fn read_decoded(reference: &str) -> Result<image::DynamicImage, String> {
+    crate::layout::read_picture(reference, None)
+        .and_then(|bytes| crate::layout::decode_picture(&bytes))
 }
 
-/// The photo for Canny edges, prepared off the UI thread.
+/// The photo for Canny edges, centre-cropped and resized to the canvas side off the UI thread
+/// (the edges themselves follow the threshold sliders live).
 pub(crate) fn prepare_canny_source(reference: &str, name: String, side: u32) -> FileOutcome {
-    let prepared = square_picture(
-        reference,
-        side,
-        crate::pipeline::resample::PilFilter::Bicubic,
-    );
+    let prepared = read_decoded(reference).and_then(|picture| {
+        make::square(
+            &picture,
+            side,
+            crate::pipeline::resample::PilFilter::Bicubic,
+        )
+        .map_err(|e| e.to_string())
+    });
     FileOutcome::MapSource(prepared.map(|img| (name, img)))
 }
 
-/// A normal map from a depth picture, or class indices from an ADE20K-coloured segmentation,
-/// made off the UI thread and kept as a PNG data URI.
-fn make_map(purpose: &PicturePurpose, reference: &str, name: &str, side: u32) -> FileOutcome {
-    use crate::pipeline::resample::PilFilter;
-    let made = match purpose {
-        PicturePurpose::DepthForNormals => square_picture(reference, side, PilFilter::Bicubic)
-            .and_then(|rgb| {
-                let depth = image::DynamicImage::ImageRgb8(rgb).to_luma8();
-                crate::maps::normal::normals_from_depth(&depth, 1.0).map_err(|e| e.to_string())
-            })
-            .map(|n| (MapKind::Normal, image::DynamicImage::ImageRgb8(n))),
-        _ => square_picture(reference, side, PilFilter::Nearest)
-            .and_then(|rgb| crate::maps::ade20k::colour_to_classes(&rgb).map_err(|e| e.to_string()))
-            .map(|g| (MapKind::Sem, image::DynamicImage::ImageLuma8(g))),
-    };
-    FileOutcome::MapMade(made.and_then(|(kind, img)| {
+/// A map made from a picture by `recipe` (the networks load on first use), off the UI thread,
+/// kept as a PNG data URI.
+fn make_map_task(
+    recipe: MapRecipe,
+    reference: &str,
+    name: &str,
+    side: u32,
+    estimators: &Mutex<Estimators>,
+    (depth_spec, hed_spec): &(String, String),
+) -> FileOutcome {
+    let made = read_decoded(reference).and_then(|picture| {
+        // Blocks while another map task runs a network: this is a file task's thread.
+        let mut estimators = estimators
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        estimators.set_specs(depth_spec, hed_spec);
+        make::make_map(recipe, &picture, side, &mut estimators).map_err(|e| e.to_string())
+    });
+    FileOutcome::MapMade(made.and_then(|img| {
         let uri = crate::layout::png_data_uri(&img).map_err(|e| e.to_string())?;
-        Ok((kind, uri, format!("{} from {name}", kind.label())))
+        Ok((
+            recipe.kind(),
+            uri,
+            format!("{} from {name}", recipe.describe()),
+        ))
     }))
 }
 
@@ -168,29 +177,82 @@ impl StudioApp {
             }
         });
         ui.add(egui::Slider::new(&mut self.maps.opacity, 0.0..=1.0).text("Map opacity"));
+        let usable = blocker.is_none();
         match kind {
             MapKind::Canny => self.canny_ui(ui, blocker.is_none()),
             MapKind::Normal => {
-                if ui
-                    .add_enabled(blocker.is_none(), Button::new("Make normals from a depth map…"))
-                    .on_hover_text("Surface normals from a depth picture (near = bright), in the convention of GLIGEN's training maps")
-                    .clicked()
-                {
-                    self.pick_picture_dialog(PicturePurpose::DepthForNormals);
-                }
+                self.maker_button_ui(ui, usable, MapRecipe::NormalsFromDepth, "Make normals from a depth map…", "Surface normals from a depth picture (near = bright), in the convention of GLIGEN's training maps");
+                self.maker_button_ui(ui, usable, MapRecipe::NormalsFromPhoto, "Estimate normals from a photo…", "Depth estimated from the photo by the depth network, then surface normals from it");
+                self.estimator_field_ui(ui, false);
+            }
+            MapKind::Depth => {
+                self.maker_button_ui(ui, usable, MapRecipe::DepthFromPhoto, "Estimate depth from a photo…", "Depth Anything V2 estimates depth from the photo (near = bright, stretched to 0–255 as GLIGEN's MiDaS maps are)");
+                self.estimator_field_ui(ui, false);
+            }
+            MapKind::Hed => {
+                self.maker_button_ui(
+                    ui,
+                    usable,
+                    MapRecipe::HedFromPhoto,
+                    "Detect HED edges in a photo…",
+                    "Soft edges from the HED network (ControlNet's Apache-2.0 HED)",
+                );
+                self.estimator_field_ui(ui, true);
             }
             MapKind::Sem => {
-                if ui
-                    .add_enabled(blocker.is_none(), Button::new("Use a coloured segmentation…"))
-                    .on_hover_text("A segmentation in the ADE20K palette, turned into the class indices the checkpoint reads")
-                    .clicked()
-                {
-                    self.pick_picture_dialog(PicturePurpose::SegmentationColours);
-                }
+                self.maker_button_ui(ui, usable, MapRecipe::ClassesFromColours, "Use a coloured segmentation…", "A segmentation in the ADE20K palette, turned into the class indices the checkpoint reads");
                 self.sem_paint_ui(ui);
             }
-            MapKind::Hed | MapKind::Depth => {}
         }
+    }
+
+    /// A button that asks for a picture and makes the map from it with `recipe`.
+    fn maker_button_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        usable: bool,
+        recipe: MapRecipe,
+        label: &str,
+        help: &str,
+    ) {
+        if ui
+            .add_enabled(usable, Button::new(label))
+            .on_hover_text(help)
+            .clicked()
+        {
+            self.pick_picture_dialog(PicturePurpose::MakeMap(recipe));
+        }
+    }
+
+    /// Where the depth (or HED) network comes from: a folder or file, a catalogue name or a hub
+    /// repo id; empty is the catalogue default, fetched into the Hugging Face cache when missing.
+    fn estimator_field_ui(&mut self, ui: &mut egui::Ui, hed: bool) {
+        let settings = &mut self.files.settings;
+        let (label, field, hint, help) = if hed {
+            (
+                "HED network",
+                &mut settings.hed_model,
+                make::DEFAULT_HED_MODEL,
+                "ControlNetHED.pth (lllyasviel/Annotators, Apache-2.0): a file or folder, or `hed` from the catalogue (`glichen fetch hed`)",
+            )
+        } else {
+            (
+                "Depth network",
+                &mut settings.depth_model,
+                make::DEFAULT_DEPTH_MODEL,
+                "Depth Anything V2 in transformers' layout: a folder or hub repo id, or `depth-anything-v2-small` from the catalogue (`glichen fetch depth-anything-v2-small`)",
+            )
+        };
+        ui.horizontal(|ui| {
+            let l = ui.label(label);
+            ui.add(
+                egui::TextEdit::singleline(field)
+                    .hint_text(hint)
+                    .desired_width(150.0),
+            )
+            .labelled_by(l.id)
+            .on_hover_text(help);
+        });
     }
 
     /// Canny edges from a photo: pick it, tune the thresholds with a live preview, use the edges.
@@ -288,12 +350,15 @@ impl StudioApp {
                     prepare_canny_source(&reference, name, side)
                 });
             }
-            PicturePurpose::DepthForNormals | PicturePurpose::SegmentationColours => {
+            PicturePurpose::MakeMap(recipe) => {
                 let side = self.doc.layout().width.min(self.doc.layout().height);
                 let reference = self.readable_reference(reference);
-                let purpose = purpose.clone();
+                let (recipe, estimators) = (*recipe, self.maps.estimators.clone());
+                let settings = &self.files.settings;
+                let specs = (settings.depth_model.clone(), settings.hed_model.clone());
+                self.status = format!("Making {}…", recipe.describe());
                 self.spawn_file_task("glichen-make-map", move || {
-                    make_map(&purpose, &reference, &name, side)
+                    make_map_task(recipe, &reference, &name, side, &estimators, &specs)
                 });
             }
             _ => {

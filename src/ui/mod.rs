@@ -292,6 +292,9 @@ impl StudioApp {
     pub fn settings(&self) -> &files::Settings {
         &self.files.settings
     }
+    pub fn settings_mut(&mut self) -> &mut files::Settings {
+        &mut self.files.settings
+    }
     pub fn previews_received(&self) -> usize {
         self.generation.previews_received
     }

@@ -5,7 +5,7 @@
 use super::harness::*;
 use glichen::layout::{Entity, Layout, MapKind};
 use glichen::ui::StudioApp;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The layout's sem map decoded to class indices.
 fn sem_map(app: &StudioApp) -> Option<image::GrayImage> {
@@ -132,4 +132,128 @@ fn sem_painting_refuses_a_colour_map() {
         .notices()
         .iter()
         .any(|n| n.text.contains("cannot be painted")));
+}
+
+/// The layout's map of `kind`, decoded.
+fn map_of(app: &StudioApp, want: MapKind) -> Option<image::DynamicImage> {
+    app.layout().entities.iter().find_map(|e| match e {
+        Entity::Map { kind, image } if *kind == want => {
+            let bytes = glichen::layout::read_picture(image, None).unwrap();
+            Some(glichen::layout::decode_picture(&bytes).unwrap())
+        }
+        _ => None,
+    })
+}
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+/// A photo-like picture of another aspect ratio than the canvas.
+fn photo(dir: &Path) -> PathBuf {
+    let path = dir.join("photo.png");
+    image::RgbImage::from_fn(96, 72, |x, y| {
+        let d = ((x as i32 - 48).pow(2) + (y as i32 - 36).pow(2)) as f32;
+        let v = (255.0 * (-d / 900.0).exp()) as u8;
+        image::Rgb([v, (x * 2) as u8, 255 - v / 2])
+    })
+    .save(&path)
+    .unwrap();
+    path
+}
+
+/// A depth checkpoint loaded: "Estimate depth from a photo…" runs the depth network (here the
+/// tiny fixture network, named in the settings) on the photo's centred square at the canvas
+/// size and keeps the 8-bit map; a normal checkpoint gets normals from the same depth.
+#[test]
+fn depth_and_normals_are_estimated_from_a_photo() {
+    let dir = temp_dir("depth-from-photo");
+    let depth_ckpt = fixture("original/gligen-tiny-depth.pth")
+        .display()
+        .to_string();
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(depth_ckpt), false);
+    wait_model(&mut h);
+    let network = fixture("depth/tiny-depth-anything");
+    h.state_mut().settings_mut().depth_model = network.display().to_string();
+    h.state_mut().set_layout(Layout::studio_blank(64, 64));
+    h.run();
+    let photo = photo(&dir);
+    answers.lock().unwrap().push_back(Some(photo.clone()));
+    h.get_by_label("Estimate depth from a photo…").click();
+    wait_files(&mut h, "the depth");
+    let map = map_of(h.state(), MapKind::Depth).expect("a depth map in the layout");
+    let map = match map {
+        image::DynamicImage::ImageLuma8(g) => g,
+        other => panic!("a grey depth map, not {:?}", other.color()),
+    };
+    let picture = image::open(&photo).unwrap();
+    let square = glichen::maps::make::square(
+        &picture,
+        64,
+        glichen::pipeline::resample::PilFilter::Bicubic,
+    )
+    .unwrap();
+    let estimator =
+        glichen::maps::depth::DepthEstimator::load(&network, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(map, estimator.estimate(&square).unwrap());
+    assert!(map.pixels().any(|p| p.0[0] == 255) && map.pixels().any(|p| p.0[0] == 0));
+}
+
+/// Without the network the map maker says what it needs, and the layout is left alone.
+#[test]
+fn a_missing_depth_network_is_named() {
+    let dir = temp_dir("depth-missing");
+    let normal = fixture("original/gligen-tiny-normal.pth")
+        .display()
+        .to_string();
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(normal), false);
+    wait_model(&mut h);
+    let missing = dir.join("no-such-network");
+    h.state_mut().settings_mut().depth_model = missing.display().to_string();
+    h.state_mut().set_layout(Layout::studio_blank(64, 64));
+    h.run();
+    answers.lock().unwrap().push_back(Some(photo(&dir)));
+    h.get_by_label("Estimate normals from a photo…").click();
+    wait_files(&mut h, "the normals");
+    assert!(map_of(h.state(), MapKind::Normal).is_none());
+    let notice = h
+        .state()
+        .notices()
+        .iter()
+        .map(|n| n.text.clone())
+        .find(|t| t.contains("depth estimation needs its weights"))
+        .unwrap_or_else(|| panic!("no notice naming the network: {:?}", h.state().notices()));
+    assert!(notice.contains("no-such-network"), "{notice}");
+}
+
+/// A HED checkpoint loaded: "Detect HED edges in a photo…" runs the HED network (the tiny
+/// fixture, named in the settings) and keeps its 8-bit soft edges as the map.
+#[test]
+fn hed_edges_are_detected_in_a_photo() {
+    let dir = temp_dir("hed-from-photo");
+    let hed_ckpt = fixture("original/gligen-tiny-hed.pth")
+        .display()
+        .to_string();
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(hed_ckpt), false);
+    wait_model(&mut h);
+    let network = fixture("hed/tiny-hed.pth");
+    h.state_mut().settings_mut().hed_model = network.display().to_string();
+    h.state_mut().set_layout(Layout::studio_blank(64, 64));
+    h.run();
+    let photo = photo(&dir);
+    answers.lock().unwrap().push_back(Some(photo.clone()));
+    h.get_by_label("Detect HED edges in a photo…").click();
+    wait_files(&mut h, "the edges");
+    let map = map_of(h.state(), MapKind::Hed).expect("a HED map in the layout");
+    let square = glichen::maps::make::square(
+        &image::open(&photo).unwrap(),
+        64,
+        glichen::pipeline::resample::PilFilter::Bicubic,
+    )
+    .unwrap();
+    let detector =
+        glichen::maps::hed::HedDetector::load(&network, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(map.to_luma8(), detector.detect(&square).unwrap());
 }
