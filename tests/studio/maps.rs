@@ -257,3 +257,58 @@ fn hed_edges_are_detected_in_a_photo() {
         glichen::maps::hed::HedDetector::load(&network, &candle_core::Device::Cpu).unwrap();
     assert_eq!(map.to_luma8(), detector.detect(&square).unwrap());
 }
+
+/// A painted semantic map drives generation in the studio: the result arrives, and a different
+/// map gives a different picture (the map reaches the model, through the worker).
+#[test]
+fn a_painted_sem_map_generates_and_matters() {
+    let dir = temp_dir("sem-generate");
+    let sem = fixture("original/gligen-tiny-sem.pth")
+        .display()
+        .to_string();
+    let (mut h, _answers) = studio_with(&dir.join("data"), Some(sem), false);
+    wait_model(&mut h);
+    let mut layout = Layout::studio_blank(64, 64);
+    layout.prompt = "a field under the sky".into();
+    layout.sampling.steps = Some(6);
+    layout.sampling.seed = Some(3);
+    h.state_mut().set_layout(layout);
+    h.run();
+    h.get_by_label("Paint classes (K)").click();
+    h.run();
+    let sky = glichen::maps::class_by_name("sky").unwrap();
+    h.state_mut().set_sem_brush(sky, 20.0);
+    let tf = transform(&h);
+    drag(
+        &mut h,
+        screen_of(&tf, [0.1, 0.2]),
+        screen_of(&tf, [0.9, 0.2]),
+    );
+    assert!(sem_map(h.state()).is_some());
+    let mut results = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            // the whole map becomes grass
+            h.get_by_label("Fill classes (G)").click();
+            h.run();
+            let grass = glichen::maps::class_by_name("grass").unwrap();
+            h.state_mut().set_sem_brush(grass, 1.0);
+            let tf = transform(&h);
+            click(&mut h, screen_of(&tf, [0.5, 0.9]));
+            click(&mut h, screen_of(&tf, [0.5, 0.2]));
+            let map = sem_map(h.state()).unwrap();
+            assert!(map.pixels().all(|p| p.0[0] == grass), "all grass");
+        }
+        let before = h.state().history_items().len();
+        h.get_by_label("Generate").click();
+        wait_for(
+            &mut h,
+            "the result",
+            std::time::Duration::from_secs(180),
+            |a| a.history_items().len() > before,
+        );
+        results.push(h.state().history_items()[0].image.clone());
+    }
+    assert_eq!((results[0].width(), results[0].height()), (64, 64));
+    assert_ne!(results[0], results[1], "the map changed the picture");
+}
