@@ -139,6 +139,20 @@ pub fn write_atomic_creating_folder(path: &Path, bytes: &[u8]) -> std::io::Resul
     write_atomic(path, bytes)
 }
 
+/// Whether files can be made in `dir` (created when missing): a probe file is written, synced
+/// and removed. Permission bits alone do not tell (root ignores them; a read-only mount, a full
+/// disk or a quota do not show in them), so this tries what a save will do.
+pub fn check_writable_folder(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".glichen-write-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(b"probe")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed)
+}
+
 fn invalid(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }

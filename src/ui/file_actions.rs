@@ -407,7 +407,10 @@ impl StudioApp {
             }
         }
         if let Some(e) = self.files.autosaver.try_error() {
-            self.notify(NoticeLevel::Error, e);
+            if self.files.last_autosave_error.as_ref() != Some(&e) {
+                self.files.last_autosave_error = Some(e.clone());
+                self.notify(NoticeLevel::Error, e);
+            }
         }
     }
 

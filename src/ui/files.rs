@@ -331,6 +331,8 @@ pub(crate) struct Files {
     pub(crate) autosave_enabled: bool,
     pub(crate) autosaver: Autosaver,
     pub(crate) last_autosave: std::time::Instant,
+    /// The last autosave failure shown, so that a folder that keeps failing is said once.
+    pub(crate) last_autosave_error: Option<String>,
     pub(crate) dialogs: super::Dialogs,
     pub(crate) tasks: Vec<poll_promise::Promise<super::file_actions::FileOutcome>>,
     /// The picture of an opened Glichen PNG, waiting for its texture.
@@ -352,8 +354,20 @@ impl Files {
         let mut warnings = Vec::new();
         let mut settings = Settings::default();
         let mut autosaved = None;
+        let mut autosave = autosave;
         if autosave {
             if let Some(dir) = &data_dir {
+                // A folder that cannot be written still lets the studio run: what is there is
+                // read, nothing is autosaved this session, and the user is told once, up front,
+                // instead of by a failed write after every edit.
+                if let Err(e) = crate::fsio::check_writable_folder(dir) {
+                    warnings.push(format!(
+                        "The data folder {} cannot be written ({e}): autosave and settings are \
+                         off for this session. Save your layout with Save as… to keep it.",
+                        dir.display()
+                    ));
+                    autosave = false;
+                }
                 let settings_path = dir.join(SETTINGS_FILE);
                 if settings_path.is_file() {
                     match crate::fsio::read_text_limited(&settings_path, MAX_SETTINGS_BYTES)
@@ -387,6 +401,7 @@ impl Files {
             autosave_enabled: autosave,
             autosaver: Autosaver::spawn(),
             last_autosave: std::time::Instant::now(),
+            last_autosave_error: None,
             dialogs,
             tasks: Vec::new(),
             pending_image: None,

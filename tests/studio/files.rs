@@ -333,3 +333,59 @@ fn saving_with_pictures_embedded_writes_one_file_that_opens_without_them() {
         "nothing in the document changed"
     );
 }
+
+/// A data folder that cannot be made or written: the studio starts, says so once, keeps working
+/// (edits, undo) without a failed write after every edit; a read-only folder's autosave is still
+/// restored (checked when not running as root, which ignores permission bits).
+#[test]
+fn an_unwritable_data_folder_lets_the_studio_run_with_a_notice() {
+    let dir = temp_dir("unwritable-data");
+    // A plain file where a parent folder should be: the data folder cannot be created.
+    std::fs::write(dir.join("not-a-folder"), b"x").unwrap();
+    let data = dir.join("not-a-folder").join("glichen");
+    let (mut h, _) = studio(&data, false, false);
+    h.run();
+    h.get_by_label_contains("cannot be written");
+    let tf = transform(&h);
+    for k in 0..3 {
+        let y = 0.1 + 0.25 * k as f32;
+        drag(
+            &mut h,
+            tf.screen_from_layout(pos2(0.1, y)),
+            tf.screen_from_layout(pos2(0.5, y + 0.2)),
+        );
+    }
+    h.state().flush_autosave();
+    h.run();
+    assert_eq!(h.state().layout().entities.len(), 3);
+    let notices: Vec<&str> = h
+        .state()
+        .notices()
+        .iter()
+        .map(|n| n.text.as_str())
+        .collect();
+    assert_eq!(
+        notices.len(),
+        1,
+        "one notice, no failed writes: {notices:?}"
+    );
+    h.state_mut().undo();
+    assert_eq!(h.state().layout().entities.len(), 2);
+
+    #[cfg(unix)]
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let data = dir.join("read-only");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut layout = Layout::studio_blank(64, 64);
+        layout.prompt = "kept".into();
+        std::fs::write(data.join("autosave.json"), layout.to_json_pretty().unwrap()).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let (mut h, _) = studio(&data, false, false);
+        h.run();
+        h.get_by_label_contains("cannot be written");
+        assert_eq!(h.state().layout().prompt, "kept");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}

@@ -301,12 +301,9 @@ fn a_painted_sem_map_generates_and_matters() {
         }
         let before = h.state().history_items().len();
         h.get_by_label("Generate").click();
-        wait_for(
-            &mut h,
-            "the result",
-            std::time::Duration::from_secs(180),
-            |a| a.history_items().len() > before,
-        );
+        wait_for(&mut h, "the result", Duration::from_secs(180), |a| {
+            a.history_items().len() > before
+        });
         results.push(h.state().history_items()[0].image.clone());
     }
     assert_eq!((results[0].width(), results[0].height()), (64, 64));
