@@ -18,3 +18,4 @@ mod maps;
 mod models;
 mod people;
 mod pictures;
+mod soak;
