@@ -15,7 +15,7 @@ secs=${2:-1800}
 shift 2 || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(layout_json png_chunk import data_uri picture latents pickle torch_zip tokenizer)
+  targets=(layout_json png_chunk import data_uri picture latents pickle torch_zip torch_load tokenizer)
 fi
 fixtures=../tests/fixtures
 
@@ -40,6 +40,7 @@ seed png_chunk "${pictures[@]}"
 seed picture "${pictures[@]}"
 seed latents "$fixtures"/cases/*/init_latents.safetensors "$fixtures"/cases/*/noise.safetensors
 seed torch_zip "$fixtures"/hostile/*.bin
+seed torch_load "$fixtures"/hostile/*.bin "$fixtures"/hed/tiny-hed.pth "$fixtures"/original/SD_input_conv_weight_bias.pth
 python3 - "$fixtures" <<'PY'
 import base64, glob, hashlib, json, os, sys, zipfile
 

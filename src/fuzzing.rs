@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("latents", latents),
     ("pickle", pickle),
     ("torch_zip", torch_zip),
+    ("torch_load", torch_load),
     ("tokenizer", tokenizer),
 ];
 
@@ -89,6 +90,40 @@ pub fn pickle(data: &[u8]) {
 /// A torch zip checkpoint (`.bin`, `.pth`, original checkpoints), through the dry run.
 pub fn torch_zip(data: &[u8]) {
     let _ = pickle_guard::check_checkpoint_reader(std::io::Cursor::new(data));
+}
+
+/// A torch checkpoint loaded as Glichen loads one: the dry run, then candle's own reader (whose
+/// panics on malformed input Glichen catches and reports as errors), then every tensor.
+pub fn torch_load(data: &[u8]) {
+    install_caught_panic_hook();
+    // candle's reader takes a path: the input goes through one file per process.
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        std::env::temp_dir().join(format!("glichen-fuzz-{}.pth", std::process::id()))
+    });
+    if std::fs::write(path, data).is_err() {
+        return;
+    }
+    if let Ok(file) = crate::weights::TensorFile::open(path) {
+        for name in file.names() {
+            let _ = file.load(&name, &candle_core::Device::Cpu);
+        }
+    }
+}
+
+/// libFuzzer's Rust hook aborts on every panic, even one that is caught; this one passes on only
+/// the panics Glichen does not catch ([`crate::weights::panic_is_caught_here`]), so that a
+/// caught one is the error it becomes and any other is still a crash.
+fn install_caught_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !crate::weights::panic_is_caught_here() {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// CLIP's tokenizer (the compiled-in vocabulary) on arbitrary UTF-8, padded and not.

@@ -38,7 +38,9 @@ fn the_hostile_fixtures_pass_through_their_fuzz_entries() {
     for entry in std::fs::read_dir(hostile).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "bin") {
-            glichen::fuzzing::torch_zip(&std::fs::read(&path).unwrap());
+            let bytes = std::fs::read(&path).unwrap();
+            glichen::fuzzing::torch_zip(&bytes);
+            glichen::fuzzing::torch_load(&bytes);
         }
     }
 }

@@ -38,7 +38,7 @@ fn two_hundred_generations_in_one_process_keep_memory_flat() {
         DType::F32,
     )
     .unwrap();
-    let layout = Layout::load(&case.join("layout.json")).unwrap();
+    let layout = Layout::load(case.join("layout.json")).unwrap();
     let mut options = GenerateOptions::from_layout(&layout, model.default_scheduler);
     options.decode = true;
     let started = Instant::now();

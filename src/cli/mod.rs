@@ -102,6 +102,10 @@ pub struct GenerateArgs {
     /// `--previews` pictures become TAESD decodes of each step's predicted picture.
     #[arg(long)]
     pub preview_decoder: Option<String>,
+    /// Run even when the estimated peak memory exceeds what the machine has available (the
+    /// estimate errs high; with swap a run that does not fit pages slowly instead of failing).
+    #[arg(long)]
+    pub ignore_memory_check: bool,
 }
 
 fn parse_scheduler(s: &str) -> std::result::Result<SchedulerKind, String> {
@@ -270,6 +274,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
 
     let mut options = GenerateOptions::from_layout(&layout, model.default_scheduler);
     options.decode = true;
+    if args.ignore_memory_check {
+        options.memory_check = pipeline::MemoryCheck::Off;
+    }
     if layout.sampling.seed.is_none() {
         layout.sampling.seed = Some(options.seed);
     }

@@ -8,7 +8,7 @@ use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 /// below the allocator's mmap threshold, so they are recycled from the heap instead of being mapped,
 /// page-faulted and unmapped on every call, and a 64×64 latent never holds every head's 4096×4096
 /// matrix (1 GiB with guidance) at once.
-const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 22;
+pub(crate) const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 22;
 
 /// Multi-head (self or cross) attention, diffusers' `Attention` with the default processor.
 #[derive(Debug, Clone)]

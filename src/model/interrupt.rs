@@ -17,12 +17,18 @@ thread_local! {
     static FLAG: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with `flag` installed for this thread (restoring what was there before).
+/// Runs `f` with `flag` installed for this thread (restoring what was there before, also when
+/// `f` panics: the worker thread catches a job's panic and runs the next job on the same thread).
 pub fn with_flag<T>(flag: &Arc<AtomicBool>, f: impl FnOnce() -> T) -> T {
-    let previous = FLAG.with(|cell| cell.replace(Some(flag.clone())));
-    let out = f();
-    FLAG.with(|cell| *cell.borrow_mut() = previous);
-    out
+    struct Restore(Option<Arc<AtomicBool>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            FLAG.with(|cell| *cell.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(FLAG.with(|cell| cell.replace(Some(flag.clone()))));
+    f()
 }
 
 /// The flag installed for this thread, to hand to worker threads.
@@ -71,5 +77,8 @@ mod tests {
         assert!(check().is_ok(), "removed after the scope");
         let other = with_flag(&flag, || std::thread::spawn(check).join().unwrap());
         assert!(other.is_ok(), "another thread has no flag");
+        let panicked = std::panic::catch_unwind(|| with_flag(&flag, || panic!("in a job")));
+        assert!(panicked.is_err());
+        assert!(check().is_ok(), "removed after a panic too");
     }
 }

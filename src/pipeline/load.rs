@@ -12,7 +12,9 @@ use crate::model::{
     AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
 };
 use crate::weights::original::{self as orig, GroundingKind, OriginalCheckpoint};
-use crate::weights::{ClipTokenizer, DiffusersFolder, ModelSource, TensorFile, WeightsError};
+use crate::weights::{
+    ClipTokenizer, DiffusersFolder, LoadRecord, ModelSource, TensorFile, WeightsError,
+};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 
@@ -192,7 +194,23 @@ impl GligenModel {
         Self::load_with(source, device, dtype, &LoadOptions::default())
     }
 
+    /// [`Self::load`] with options; records every weights file read and the bytes of the
+    /// tensors built ([`GligenModel::loaded_from`]).
     pub fn load_with(
+        source: &ModelSource,
+        device: &Device,
+        dtype: DType,
+        options: &LoadOptions,
+    ) -> Result<Self, PipelineError> {
+        let (model, record) = crate::weights::stamp::recording(|| {
+            Self::load_unrecorded(source, device, dtype, options)
+        });
+        let mut model = model?;
+        model.loaded_from = record;
+        Ok(model)
+    }
+
+    fn load_unrecorded(
         source: &ModelSource,
         device: &Device,
         dtype: DType,
@@ -304,6 +322,7 @@ impl GligenModel {
             dtype,
             name: path.display().to_string(),
             origin: ModelOrigin::Original,
+            loaded_from: LoadRecord::default(),
         })
     }
 
@@ -416,6 +435,7 @@ impl GligenModel {
             dtype,
             name: folder.root.display().to_string(),
             origin: ModelOrigin::Diffusers,
+            loaded_from: LoadRecord::default(),
         })
     }
 }

@@ -9,6 +9,7 @@ mod grounding;
 pub mod image_prep;
 mod inpaint;
 mod load;
+pub mod memory;
 mod noise;
 pub mod preview;
 pub mod resample;
@@ -18,6 +19,7 @@ pub mod spatial;
 pub use grounding::{ImageGrounding, IMAGE_FEATURE_NORM, MAX_GROUNDING_SLOTS};
 pub use inpaint::Inpaint;
 pub use load::{parse_device, parse_dtype, DeviceError, LoadError, LoadOptions, UnknownDType};
+pub use memory::{MemoryCheck, MemoryEstimate, NotEnoughMemory};
 pub use noise::{
     ensure_finite, latents_from_bytes, pooled_noise, read_latents_tensor, seeded_noise,
     NoiseSource, NormalStream, RecordedNoise, RenoiseDraw, MAX_LATENTS_FILE_BYTES,
@@ -26,7 +28,7 @@ pub use noise::{
 use crate::layout::{Layout, LayoutError, ModelLimits};
 use crate::model::blocks::Conv2d;
 use crate::model::{AutoencoderKL, ClipTextModel, Grounding, UNet2DConditionModel};
-use crate::weights::{ClipTokenizer, WeightsError};
+use crate::weights::{ClipTokenizer, LoadRecord, WeightsError};
 use candle_core::{DType, Device, Tensor};
 use scheduler::{build_scheduler, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +54,8 @@ pub enum PipelineError {
         context: String,
         source: candle_core::Error,
     },
+    #[error(transparent)]
+    Memory(#[from] NotEnoughMemory),
     #[error("generation cancelled")]
     Cancelled,
 }
@@ -182,6 +186,9 @@ pub struct GligenModel {
     /// Where the model came from, for messages.
     pub name: String,
     pub origin: ModelOrigin,
+    /// The weights files as they were when loaded, and the bytes of the tensors built from them
+    /// (empty for a model not built by [`GligenModel::load_with`]).
+    pub loaded_from: LoadRecord,
 }
 
 impl GligenModel {
@@ -202,6 +209,12 @@ impl GligenModel {
 
     pub fn vae_scale_factor(&self) -> usize {
         self.vae.config.downscale_factor()
+    }
+
+    /// The first weights file that changed on disk since the model was loaded: its networks no
+    /// longer match the files (checked by the worker before each job).
+    pub fn check_files(&self) -> Result<(), WeightsError> {
+        Ok(self.loaded_from.check()?)
     }
 
     /// What layouts this model can take, for validation.
@@ -294,6 +307,8 @@ pub struct GenerateOptions {
     /// Decode the final latents with the preview decoder (TAESD) when one is loaded: a draft's
     /// finish in milliseconds. Full renders always use the model's own VAE.
     pub finish_with_preview_decoder: bool,
+    /// Whether the estimated peak memory is compared with what is available before starting.
+    pub memory_check: MemoryCheck,
 }
 
 impl GenerateOptions {
@@ -311,6 +326,7 @@ impl GenerateOptions {
             decode: true,
             noise_canvas: None,
             finish_with_preview_decoder: false,
+            memory_check: MemoryCheck::default(),
         }
     }
 
@@ -474,6 +490,7 @@ impl GligenModel {
         layout.validate_for(&self.limits()).map_err(|e| {
             PipelineError::Invalid(format!("the layout does not fit this model:\n{e}"))
         })?;
+        memory::check(self, layout, options)?;
         let mut warnings = Vec::new();
         let f = self.vae_scale_factor();
         let grid = (layout.height as usize / f, layout.width as usize / f);

@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod original;
 pub mod pickle_guard;
+pub mod stamp;
 pub mod tokenizer;
 
 use candle_core::safetensors::MmapedSafetensors;
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use catalogue::{CatalogueEntry, DownloadProgress, ModelFormat, Progress};
+pub use stamp::{FileChange, FileStamp, LoadRecord, ModelFileChanged};
 pub use tokenizer::{ClipTokenizer, TokenizedPrompt};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum WeightsError {
     Download { repo: String, message: String },
     #[error("unknown model {0:?}: not a folder, a file, a catalogue name (see `glichen models`) or a hub repo id (owner/name)")]
     UnknownModel(String),
+    #[error(transparent)]
+    Changed(#[from] ModelFileChanged),
 }
 
 /// One weights file (or one key of a torch checkpoint), served to `VarBuilder` by name.
@@ -56,16 +60,30 @@ enum Store {
     Loaded(HashMap<String, Tensor>),
 }
 
+thread_local! {
+    /// How many of [`read_pickle`]'s catches are open on this thread.
+    static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a panic raised on this thread now would be caught by Glichen and turned into an
+/// error (inside candle's pickle reader). The fuzzers' panic hook asks, so that a caught panic
+/// is not counted as a crash while any other still is.
+pub fn panic_is_caught_here() -> bool {
+    CATCHING.with(|c| c.get() > 0)
+}
+
 /// candle's torch-pickle reader behind [`pickle_guard`] (which refuses what would abort the
 /// process: deep nesting, memo bombs, huge strings), with its panics on malformed files (e.g. a
 /// `_rebuild_tensor_v2` call with too few arguments indexes past them) turned into errors: a
 /// checkpoint from the hub is outside data and must never take the process down.
 fn read_pickle(path: &Path, key: Option<&str>) -> candle_core::Result<Vec<(String, Tensor)>> {
     pickle_guard::check_checkpoint(path).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         candle_core::pickle::read_all_with_key(path, key)
-    }))
-    .unwrap_or_else(|payload| {
+    }));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    read.unwrap_or_else(|payload| {
         let what = payload
             .downcast_ref::<&str>()
             .map(ToString::to_string)
@@ -91,6 +109,7 @@ impl TensorFile {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
+        stamp::note_file(path);
         let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
         let store = if is_safetensors {
             // SAFETY: the file is mapped read-only; as with every mmap, modifying it while Glichen
@@ -108,6 +127,7 @@ impl TensorFile {
 
     /// A sub-dictionary of a torch checkpoint such as the original GLIGEN files' `model`.
     pub fn open_pickle_key(path: &Path, key: &str) -> Result<Self, WeightsError> {
+        stamp::note_file(path);
         let tensors = read_pickle(path, Some(key)).map_err(|e| WeightsError::Unreadable {
             path: path.to_path_buf(),
             message: format!("key {key:?}: {e}"),
@@ -209,13 +229,14 @@ impl SimpleBackend for TensorFile {
                 s.dims()
             );
         }
+        stamp::note_tensor(&self.path, name, s.elem_count() * dtype.size_in_bytes());
         t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.load(name, &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(dev)
+        let t = self.load(name, &Device::Cpu)?;
+        stamp::note_tensor(&self.path, name, t.elem_count() * dtype.size_in_bytes());
+        t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -647,6 +647,7 @@ pub fn clip_weights_path(dir: &Path) -> Result<PathBuf, WeightsError> {
 pub fn projection_matrix(dir: &Path, device: &Device) -> Result<Tensor, WeightsError> {
     let own = dir.join(PROJECTION_MATRIX_FILE);
     let (tensors, origin) = if own.is_file() {
+        super::stamp::note_file(&own);
         (
             candle_core::safetensors::load(&own, device)
                 .map_err(|e| unreadable(&own, e.to_string()))?,

@@ -1,12 +1,14 @@
 //! Model loading on the worker thread, with the resolution (download) and the build each on a
 //! thread of their own so that a cancelled load is given up at once.
 
-use super::{lock, panic_message, Event, LoadId, LoadRequest, ModelInfo, Outbox, Shared, State};
+use super::{
+    enter, lock, panic_message, Event, LoadId, LoadRequest, ModelInfo, Outbox, Shared, Stage, State,
+};
 use crate::pipeline::{self, CancelToken, GligenModel};
 use crate::weights;
 use crossbeam_channel::RecvTimeoutError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(super) fn load(
@@ -14,7 +16,7 @@ pub(super) fn load(
     request: LoadRequest,
     cancel: CancelToken,
     out: &Outbox,
-    shared: &Mutex<Shared>,
+    shared: &Arc<Mutex<Shared>>,
     state: &mut State,
 ) {
     let finish = |event: Event| {
@@ -22,6 +24,8 @@ pub(super) fn load(
         if s.loading.as_ref().is_some_and(|(l, _)| *l == id) {
             s.loading = None;
         }
+        // the load thread's stage ends with it: a later panic is not the load's
+        s.stage = None;
         drop(s);
         out.send(event);
     };
@@ -88,13 +92,16 @@ pub(super) fn load(
     });
     // Free the old model first: two SD models at once may not fit.
     state.model = None;
+    state.unloaded = None;
     // Loading may download too (an original text-image checkpoint's image tower).
     let load_source = source.clone();
     let image_encoder = request.image_encoder.clone();
     let preview_decoder = request.preview_decoder.clone();
+    let load_shared = shared.clone();
     let loaded = off_thread(
         "glichen-load",
         move |progress| {
+            enter(&load_shared, Some(Stage::Load));
             let options = pipeline::LoadOptions {
                 progress,
                 image_encoder,
@@ -148,7 +155,7 @@ enum OnCancel {
 
 /// Runs `f` on its own thread while this one forwards its download progress as
 /// [`Event::LoadProgress`] and watches `cancel`. `Err` with a message when cancelled, when the
-/// thread cannot start, or when it panics (the panic's message).
+/// thread cannot start, or when it panics ("the NAME thread crashed: " and the panic's message).
 fn off_thread<T: Send + 'static>(
     name: &str,
     f: impl FnOnce(weights::Progress) -> T + Send + 'static,
@@ -157,14 +164,17 @@ fn off_thread<T: Send + 'static>(
 ) -> Result<T, String> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let (ptx, prx) = crossbeam_channel::unbounded::<weights::DownloadProgress>();
-    let progress = weights::Progress::Report(std::sync::Arc::new(move |p| {
+    let progress = weights::Progress::Report(Arc::new(move |p| {
         let _ = ptx.send(p.clone());
     }));
+    let thread_name = name.to_string();
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let result = catch_unwind(AssertUnwindSafe(|| f(progress)))
-                .map_err(|payload| panic_message(payload.as_ref()));
+            let result = catch_unwind(AssertUnwindSafe(|| f(progress))).map_err(|payload| {
+                let message = panic_message(payload.as_ref());
+                format!("the {thread_name} thread crashed: {message}")
+            });
             let _ = tx.send(result);
         })
         .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
@@ -291,6 +301,9 @@ mod tests {
             (LoadId(1), &cancel, OnCancel::Wait),
             &out,
         );
-        assert_eq!(v, Err("the weights are odd".to_string()));
+        assert_eq!(
+            v,
+            Err("the t thread crashed: the weights are odd".to_string())
+        );
     }
 }

@@ -9,16 +9,24 @@
 //! runs): [`Worker::cancel`] and [`Worker::generate`] flip the running job's [`CancelToken`]
 //! directly, and the pipeline checks it before every UNet evaluation, so a job stops within one
 //! step. A new Generate cancels the running job. A panic while serving a command is caught, reported
-//! ([`Event::Failed`] for the job, [`Event::WorkerRestarted`]) and the worker loop starts again with
-//! the model it had (weights are immutable during a generation, so a panic cannot leave them
-//! half-updated).
+//! ([`Event::Failed`] for the job, naming the [`Stage`] it was in, and [`Event::WorkerRestarted`])
+//! and the worker loop starts again with the model it had (weights are immutable during a
+//! generation, so a panic cannot leave them half-updated); a panic while loading happens on the
+//! load thread and is that load's [`Event::LoadFailed`].
+//!
+//! Before each job the worker checks that the model's weights files are as they were when loaded
+//! ([`GligenModel::check_files`]); when one changed or is gone the job fails naming it, and the
+//! model is unloaded, so that the next load reads the files afresh and no picture is made with
+//! weights that are no longer those on disk.
 
 mod job;
 mod load;
 mod protocol;
 mod serve;
 
-pub use protocol::{Command, Event, Job, JobId, LatentFrame, LoadId, LoadRequest, ModelInfo};
+pub use protocol::{
+    Command, Event, Job, JobId, LatentFrame, LoadId, LoadRequest, ModelInfo, Stage,
+};
 
 use crate::layout::Layout;
 use crate::pipeline::{CancelToken, GenerateOptions, GligenModel};
@@ -39,6 +47,11 @@ struct Shared {
     /// Tokens of jobs sent but not yet started.
     queued: Vec<(JobId, CancelToken)>,
     loading: Option<(LoadId, CancelToken)>,
+    /// Where the running job is, for the message if it panics.
+    stage: Option<Stage>,
+    /// The stage where the next load or job panics ([`Command::InjectPanic`]).
+    #[cfg(feature = "testing")]
+    inject_panic: Option<Stage>,
 }
 
 /// Handle to the worker thread. Dropping it shuts the worker down (without waiting for a running
@@ -235,6 +248,23 @@ impl Outbox {
 
 struct State {
     model: Option<(GligenModel, ModelInfo)>,
+    /// Why the last model was unloaded, when the worker did it (a weights file changed).
+    unloaded: Option<String>,
+}
+
+/// Notes that the running job (or a load) entered `stage`, returning the stage it was in. Where a
+/// panic was injected for `stage` (tests), panics there.
+fn enter(shared: &Mutex<Shared>, stage: Option<Stage>) -> Option<Stage> {
+    let mut s = lock(shared);
+    let before = std::mem::replace(&mut s.stage, stage);
+    #[cfg(feature = "testing")]
+    if stage.is_some() && s.inject_panic == stage {
+        s.inject_panic = None;
+        // unlocked first: a panic holding the lock would poison it for the handle
+        drop(s);
+        panic!("injected panic");
+    }
+    before
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -148,6 +148,56 @@ pub enum Command {
     /// Panics inside the worker (tests of the recovery path).
     #[cfg(feature = "testing")]
     Panic(String),
+    /// Makes the next load or job panic with "injected panic" when it reaches `stage` (tests of
+    /// the recovery from each stage).
+    #[cfg(feature = "testing")]
+    InjectPanic(Stage),
+}
+
+/// Where a load or a job is, named in the message when it crashes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Building the networks (on the load thread).
+    Load,
+    Prompt,
+    Grounding,
+    /// A UNet evaluation of sampling step `step` (0-based) of `total`.
+    Step {
+        step: usize,
+        total: usize,
+    },
+    Decode,
+    /// The preview of sampling step `step` (0-based): its latent frame and TAESD decode.
+    Preview {
+        step: usize,
+    },
+}
+
+impl From<pipeline::Phase> for Stage {
+    fn from(phase: pipeline::Phase) -> Self {
+        match phase {
+            pipeline::Phase::Prompt => Stage::Prompt,
+            pipeline::Phase::Grounding => Stage::Grounding,
+            pipeline::Phase::Evaluation { step, total } => Stage::Step { step, total },
+            pipeline::Phase::Decode => Stage::Decode,
+        }
+    }
+}
+
+/// What follows "while" in a message.
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stage::Load => f.write_str("loading the model"),
+            Stage::Prompt => f.write_str("encoding the prompt"),
+            Stage::Grounding => f.write_str("encoding the grounding"),
+            Stage::Step { step, total } => {
+                write!(f, "running the UNet for step {} of {total}", step + 1)
+            }
+            Stage::Decode => f.write_str("decoding the picture"),
+            Stage::Preview { step } => write!(f, "making the preview of step {}", step + 1),
+        }
+    }
 }
 
 /// Events from the worker. Every event is followed by a call of the repaint callback.
@@ -204,7 +254,8 @@ pub enum Event {
         job: JobId,
         message: String,
     },
-    /// The worker caught a panic and started over (the model, if any, is kept).
+    /// The worker caught a panic and started over (the model, if any, is kept). `message` is the
+    /// panic's, with the stage it happened in ("injected panic while decoding the picture").
     WorkerRestarted {
         message: String,
     },

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 /// The worker thread: serves commands; a panic is reported and serving starts again.
 pub(super) fn supervise(commands: Receiver<Command>, out: Outbox, shared: Arc<Mutex<Shared>>) {
-    let mut state = State { model: None };
+    let mut state = State {
+        model: None,
+        unloaded: None,
+    };
     loop {
         let result = catch_unwind(AssertUnwindSafe(|| {
             serve(&commands, &out, &shared, &mut state);
@@ -17,9 +20,15 @@ pub(super) fn supervise(commands: Receiver<Command>, out: Outbox, shared: Arc<Mu
         match result {
             Ok(()) => return,
             Err(payload) => {
-                let message = panic_message(payload.as_ref());
+                let mut message = panic_message(payload.as_ref());
+                let (running, stage) = {
+                    let mut s = lock(&shared);
+                    (s.running.take(), s.stage.take())
+                };
+                if let Some(stage) = stage {
+                    message = format!("{message} while {stage}");
+                }
                 tracing::error!("worker panicked: {message}");
-                let running = lock(&shared).running.take();
                 if let Some((job, _)) = running {
                     out.send(Event::Failed {
                         job,
@@ -39,13 +48,20 @@ pub(super) fn supervise(commands: Receiver<Command>, out: Outbox, shared: Arc<Mu
     }
 }
 
-fn serve(commands: &Receiver<Command>, out: &Outbox, shared: &Mutex<Shared>, state: &mut State) {
+fn serve(
+    commands: &Receiver<Command>,
+    out: &Outbox,
+    shared: &Arc<Mutex<Shared>>,
+    state: &mut State,
+) {
     while let Ok(command) = commands.recv() {
         match command {
             Command::Shutdown => return,
             Command::Cancel(_) => {}
             #[cfg(feature = "testing")]
             Command::Panic(message) => panic!("{message}"),
+            #[cfg(feature = "testing")]
+            Command::InjectPanic(stage) => lock(shared).inject_panic = Some(stage),
             Command::LoadModel {
                 id,
                 request,
@@ -61,9 +77,12 @@ fn serve(commands: &Receiver<Command>, out: &Outbox, shared: &Mutex<Shared>, sta
                         continue;
                     }
                     s.running = Some((job.id, cancel.clone()));
+                    s.stage = None;
                 }
-                run_job(&job, &cancel, out, state);
-                lock(shared).running = None;
+                run_job(&job, &cancel, out, shared, state);
+                let mut s = lock(shared);
+                s.running = None;
+                s.stage = None;
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Generation through the worker, in the window: previews, the result and the history strip; a
-//! worker crash.
+//! worker crash, and a panic inside a job.
 
 use crate::harness::*;
 
@@ -91,6 +91,41 @@ fn a_worker_crash_is_reported_and_the_layout_kept() {
     });
     h.run();
     h.get_by_label_contains("The model worker crashed (simulated crash) and was restarted");
+    assert_eq!(h.state().layout(), &layout);
+}
+
+/// A panic inside a job (a UNet step): the job's failure names the stage, the worker restarts
+/// with the model, the layout is untouched and the next Generate makes the picture.
+#[test]
+fn a_panic_in_a_unet_step_is_reported_and_the_layout_kept() {
+    use glichen::worker::Stage;
+    let dir = temp_dir("step-panic");
+    let (mut h, _) = studio(&dir.join("data"), true, false);
+    wait_model(&mut h);
+    let layout = fixture_layout("a_three_boxes");
+    h.state_mut().set_layout(layout.clone());
+    h.run();
+    h.state()
+        .worker()
+        .send(Command::InjectPanic(Stage::Step { step: 1, total: 6 }));
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the restart", Duration::from_secs(60), |a| {
+        a.notices().iter().any(|n| n.text.contains("was restarted"))
+    });
+    h.run();
+    h.get_by_label_contains(
+        "failed: the worker crashed: injected panic while running the UNet for step 2 of 6",
+    );
+    h.get_by_label_contains(
+        "The model worker crashed (injected panic while running the UNet for step 2 of 6) and \
+         was restarted; your layout is safe.",
+    );
+    assert!(h.state().run_state().is_none());
+    assert_eq!(h.state().layout(), &layout);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the result", Duration::from_secs(120), |a| {
+        !a.history_items().is_empty()
+    });
     assert_eq!(h.state().layout(), &layout);
 }
 

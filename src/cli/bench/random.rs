@@ -162,5 +162,6 @@ pub(super) fn random_sd14_gligen(dev: &Device, dtype: DType) -> Result<GligenMod
         dtype,
         name: "random SD 1.4 GLIGEN".into(),
         origin: glichen::pipeline::ModelOrigin::Diffusers,
+        loaded_from: glichen::weights::LoadRecord::default(),
     })
 }

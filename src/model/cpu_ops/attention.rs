@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 /// Query rows per attention task: the task's score block (rows × keys f32) stays around 1 MiB at
 /// 4096 keys, inside a core's L2.
-const QUERY_BLOCK: usize = 64;
+pub(crate) const QUERY_BLOCK: usize = 64;
 
 /// Multi-head attention on `[batch, tokens, heads·dim]` tensors, the layout of the `to_q`,
 /// `to_k`, `to_v` projections, returning `[batch, tokens, heads·dim_v]` ready for `to_out`:

@@ -25,7 +25,7 @@ struct FusedConv2d {
 }
 
 /// im2col elements per tile (4 MiB of f32).
-const CONV_TILE_ELEMENTS: usize = 1 << 20;
+pub(crate) const CONV_TILE_ELEMENTS: usize = 1 << 20;
 
 impl CustomOp3 for FusedConv2d {
     fn name(&self) -> &'static str {

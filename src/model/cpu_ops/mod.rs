@@ -15,7 +15,9 @@ mod geglu;
 mod norm;
 
 pub use attention::multi_head_attention;
+pub(crate) use attention::QUERY_BLOCK;
 pub use conv::conv2d;
+pub(crate) use conv::CONV_TILE_ELEMENTS;
 pub use geglu::geglu;
 pub use norm::group_norm;
 
