@@ -367,13 +367,17 @@ fn load_and_wait(worker: &Worker, model: &std::path::Path) {
     }
 }
 
-/// The next job fails with `expected`, and the one after says the model was unloaded and why.
+/// The next job unloads the model and fails with `expected` (the studio hears `ModelUnloaded`),
+/// and the one after says the model was unloaded and why.
 fn fails_and_unloads(worker: &Worker, expected: &str) {
     let layout = fixture_layout("b_one_box");
     let job = worker.generate(layout.clone(), options_for(&layout));
     match events_until_end(worker, job).as_slice() {
-        [Event::Failed { message, .. }] => assert_eq!(message, expected),
-        other => panic!("expected the job to fail at once, got {other:?}"),
+        [Event::ModelUnloaded { message: why }, Event::Failed { message, .. }] => {
+            assert_eq!(why, expected);
+            assert_eq!(message, expected);
+        }
+        other => panic!("expected the model unloaded and the job failed at once, got {other:?}"),
     }
     let job = worker.generate(layout.clone(), options_for(&layout));
     match events_until_end(worker, job).as_slice() {

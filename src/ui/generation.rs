@@ -534,6 +534,20 @@ impl StudioApp {
                     format!("Generation {job} failed: {message}"),
                 );
             }
+            Event::ModelUnloaded { message } => {
+                let spec = match &self.generation.model {
+                    ModelState::Ready(info) => info.name.clone(),
+                    _ => "the model".to_string(),
+                };
+                self.notify(
+                    NoticeLevel::Error,
+                    format!("{spec} was unloaded: {message}. Load it again to generate."),
+                );
+                self.generation.model = ModelState::Failed {
+                    spec,
+                    message: format!("unloaded: {message}"),
+                };
+            }
             Event::WorkerRestarted { message } => {
                 self.notify(
                     NoticeLevel::Error,

@@ -19,6 +19,9 @@ pub(super) fn run_job(
         tracing::warn!("unloading the model: {message}");
         state.model = None;
         state.unloaded = Some(message.clone());
+        out.send(Event::ModelUnloaded {
+            message: message.clone(),
+        });
         out.send(Event::Failed {
             job: job.id,
             message,

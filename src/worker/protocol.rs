@@ -254,6 +254,11 @@ pub enum Event {
         job: JobId,
         message: String,
     },
+    /// The worker dropped its model because a weights file changed on disk after the load
+    /// (`message` names the file and the change); jobs fail until a model is loaded again.
+    ModelUnloaded {
+        message: String,
+    },
     /// The worker caught a panic and started over (the model, if any, is kept). `message` is the
     /// panic's, with the stage it happened in ("injected panic while decoding the picture").
     WorkerRestarted {

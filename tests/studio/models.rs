@@ -250,3 +250,50 @@ fn the_image_tower_setting_reaches_an_original_text_image_checkpoint() {
     );
     assert!(!is_disabled(&h, "Add image box…"));
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// A weights file deleted after the model was loaded: Generate fails naming it, the model panel
+/// stops saying the model is ready (the worker unloaded it), and the layout is kept.
+#[test]
+fn a_model_file_deleted_while_loaded_unloads_it_in_the_studio() {
+    let dir = temp_dir("unloaded");
+    let model = dir.join("tiny-a");
+    copy_dir(Path::new(&tiny_model()), &model);
+    let (mut h, _) = studio_with(&dir.join("data"), Some(model.display().to_string()), false);
+    wait_model(&mut h);
+    let layout = fixture_layout("a_three_boxes");
+    h.state_mut().set_layout(layout.clone());
+    h.run();
+    std::fs::remove_file(model.join("vae/diffusion_pytorch_model.safetensors")).unwrap();
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the failure", Duration::from_secs(30), |a| {
+        a.run_state().is_none() && !matches!(a.model_state(), ModelState::Ready(_))
+    });
+    match h.state().model_state() {
+        ModelState::Failed { message, .. } => {
+            assert!(
+                message.contains("was deleted after the model was loaded"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the model unloaded, got {other:?}"),
+    }
+    assert!(h
+        .state()
+        .notices()
+        .iter()
+        .any(|n| n.text.contains("was unloaded") && n.text.contains("diffusion_pytorch_model")));
+    assert_eq!(h.state().layout(), &layout);
+}
