@@ -98,6 +98,9 @@ pub enum CanvasImage {
 /// Everything about generating that outlives a frame (see the module docs).
 pub(crate) struct Generation {
     pub(crate) worker: Worker,
+    /// Every worker event seen, checked for order (soak tests).
+    #[cfg(feature = "testing")]
+    pub(crate) event_order: crate::worker::EventOrder,
     pub(crate) model: ModelState,
     pub(crate) run: Option<RunState>,
     pub(crate) last_request: Option<GenerationRequest>,
@@ -129,6 +132,8 @@ impl Generation {
             previews: PreviewRenderer::new(render_state),
             previews_received: 0,
             history_items: Vec::new(),
+            #[cfg(feature = "testing")]
+            event_order: crate::worker::EventOrder::default(),
             canvas_image: None,
             draft: DraftState::default(),
             catalogue_choice: 0,
@@ -326,6 +331,8 @@ impl StudioApp {
         // Bound the work per frame; a burst of steps only needs its newest preview.
         let mut events = Vec::new();
         while let Some(e) = self.generation.worker.try_recv() {
+            #[cfg(feature = "testing")]
+            self.generation.event_order.see(&e);
             events.push(e);
             if events.len() > 256 {
                 break;

@@ -292,6 +292,10 @@ impl StudioApp {
     pub fn settings(&self) -> &files::Settings {
         &self.files.settings
     }
+    /// Worker events that came out of order, and jobs not yet ended.
+    pub fn event_order(&self) -> &crate::worker::EventOrder {
+        &self.generation.event_order
+    }
     pub fn settings_mut(&mut self) -> &mut files::Settings {
         &mut self.files.settings
     }

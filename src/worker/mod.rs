@@ -21,9 +21,11 @@
 
 mod job;
 mod load;
+mod order;
 mod protocol;
 mod serve;
 
+pub use order::EventOrder;
 pub use protocol::{
     Command, Event, Job, JobId, LatentFrame, LoadId, LoadRequest, ModelInfo, Stage,
 };

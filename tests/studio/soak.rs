@@ -1,7 +1,8 @@
 //! The soak test (ignored by default; `bash scripts/soak.sh` runs it and prints its figures): the
 //! studio with the tiny model and draft mode on, driven through thousands of random edits,
 //! generations, cancels, undos and file operations. It asserts that no job outlives its bound
-//! (each ends finished, cancelled or failed), that the undo history and the history strip stay
+//! (each ends finished, cancelled or failed), that every job's events came in order (started,
+//! steps in order, one end, nothing after), that the undo history and the history strip stay
 //! bounded, and that resident memory after the run is within 10 % of what it was after the first
 //! 100 edits. `SOAK_EDITS` (default 2000) and `SOAK_SEED` (default 1) steer it.
 
@@ -179,6 +180,13 @@ fn soak_thousands_of_random_edits_generations_and_file_operations() {
     });
     h.state().flush_autosave();
     let rss_end = rss_kib();
+    let order = h.state().event_order();
+    assert!(
+        order.violations().is_empty(),
+        "events out of order: {:?}",
+        order.violations()
+    );
+    assert_eq!(order.open_jobs(), 0, "every job ended");
     let drafts = h.state().drafts_started();
     let results = h.state().history_items().len();
     println!(
