@@ -2,7 +2,6 @@
 //! values, each block in the cache.
 
 #[cfg(target_arch = "x86_64")]
-use super::has_avx2_fma;
 use super::{exp, f32_slice, SendPtr, SCRATCH};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -167,32 +166,20 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
-/// Replaces `row` by `exp(row - max(row))` and returns the sum of the new values.
-fn softmax_numerator(row: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2_fma() {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { softmax_numerator_avx2(row) };
-        }
-    }
-    softmax_numerator_portable(row)
-}
+// Replaces `row` by `exp(row - max(row))` and returns the sum of the new values.
+super::dispatch_simd!(fn softmax_numerator(row: &mut [f32]) -> f32 => softmax_numerator_portable);
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_numerator_avx2(row: &mut [f32]) -> f32 {
-    softmax_numerator_portable(row)
-}
+/// Lanes of the loops below: one AVX-512 register, two AVX2 ones.
+const LANES: usize = 16;
 
-/// Written as 8-lane loops without early exits so that the compiler vectorises it for the
+/// Written as 16-lane loops without early exits so that the compiler vectorises it for the
 /// features of the function it is inlined into.
 #[inline(always)]
 fn softmax_numerator_portable(row: &mut [f32]) -> f32 {
-    let mut maxes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
-        for i in 0..8 {
+        for i in 0..LANES {
             maxes[i] = if c[i] > maxes[i] { c[i] } else { maxes[i] };
         }
     }
@@ -203,10 +190,10 @@ fn softmax_numerator_portable(row: &mut [f32]) -> f32 {
     for m in maxes {
         max = if m > max { m } else { max };
     }
-    let mut sums = [0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {
-        for i in 0..8 {
+        for i in 0..LANES {
             let e = exp(c[i] - max);
             c[i] = e;
             sums[i] += e;

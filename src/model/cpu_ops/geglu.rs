@@ -1,7 +1,6 @@
 //! GEGLU's gating (`h · gelu(g)`) in one pass, with PyTorch's erf.
 
 #[cfg(target_arch = "x86_64")]
-use super::has_avx2_fma;
 use super::{exp, f32_slice};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -41,22 +40,7 @@ impl candle_core::CustomOp1 for FusedGeglu {
     }
 }
 
-fn geglu_row(h: &[f32], g: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2_fma() {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { geglu_row_avx2(h, g, out) };
-        }
-    }
-    geglu_row_portable(h, g, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn geglu_row_avx2(h: &[f32], g: &[f32], out: &mut [f32]) {
-    geglu_row_portable(h, g, out);
-}
+super::dispatch_simd!(fn geglu_row(h: &[f32], g: &[f32], out: &mut [f32]) -> () => geglu_row_portable);
 
 #[inline(always)]
 fn geglu_row_portable(h: &[f32], g: &[f32], out: &mut [f32]) {

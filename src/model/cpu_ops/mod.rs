@@ -61,11 +61,77 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn has_avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+/// The widest vector code the elementwise kernels (softmax's exp, GroupNorm's affine and SiLU,
+/// the GEGLU gate) run: each is written once, portably, and compiled three times; the CPU picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    Portable,
+    /// 256-bit AVX2 with FMA.
+    Avx2,
+    /// 512-bit AVX-512 (F, VL) with FMA.
+    Avx512,
 }
+
+/// The kernels' [`Simd`] level: the widest the CPU has, detected once. `GLICHEN_CPU_KERNELS=avx2`
+/// or `portable` caps it (to measure one level against another on the same machine).
+pub fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = std::env::var("GLICHEN_CPU_KERNELS").unwrap_or_default();
+        let detected = detect_simd();
+        match cap.trim() {
+            "portable" => Simd::Portable,
+            "avx2" if detected == Simd::Avx512 => Simd::Avx2,
+            _ => detected,
+        }
+    })
+}
+
+fn detect_simd() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        if avx2
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+        {
+            return Simd::Avx512;
+        }
+        if avx2 {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Portable
+}
+
+/// Defines `$name` that runs `$portable` (an `#[inline(always)]` function) compiled for the
+/// widest [`simd`] level: one body, three instruction sets.
+macro_rules! dispatch_simd {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $portable:ident) => {
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) -> $ret {
+                    $portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $portable($($arg),*)
+                }
+                match $crate::model::cpu_ops::simd() {
+                    // SAFETY: `simd()` reported the features each function is compiled for.
+                    $crate::model::cpu_ops::Simd::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::model::cpu_ops::Simd::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::model::cpu_ops::Simd::Portable => {}
+                }
+            }
+            $portable($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch_simd;
 
 /// e^x for x ≤ 0 (softmax arguments), within 2 ulp of libm's `expf`: Cody–Waite reduction by
 /// ln 2 and Cephes' degree-6 polynomial, branch-free so that it vectorises.

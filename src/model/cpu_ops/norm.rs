@@ -1,7 +1,6 @@
 //! GroupNorm, optionally fused with the SiLU that follows it.
 
 #[cfg(target_arch = "x86_64")]
-use super::has_avx2_fma;
 use super::{exp, f32_slice};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -101,22 +100,7 @@ fn moments(x: &[f32]) -> (f64, f64) {
     (mean, var)
 }
 
-fn affine_row(x: &[f32], out: &mut [f32], scale: f32, shift: f32, silu: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2_fma() {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { affine_row_avx2(x, out, scale, shift, silu) };
-        }
-    }
-    affine_row_portable(x, out, scale, shift, silu);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn affine_row_avx2(x: &[f32], out: &mut [f32], scale: f32, shift: f32, silu: bool) {
-    affine_row_portable(x, out, scale, shift, silu);
-}
+super::dispatch_simd!(fn affine_row(x: &[f32], out: &mut [f32], scale: f32, shift: f32, silu: bool) -> () => affine_row_portable);
 
 #[inline(always)]
 fn affine_row_portable(x: &[f32], out: &mut [f32], scale: f32, shift: f32, silu: bool) {
