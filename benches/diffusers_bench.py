@@ -176,6 +176,8 @@ def parse_args():
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--boxes", type=int, default=30)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--scheduler", default="pndm",
+                   help="the --full generation's sampler: ddim, pndm, dpmpp_2m, dpmpp_2m_karras, euler, unipc")
     p.add_argument("--full-runs", type=int, default=1)
     p.add_argument("--model", default=None, help="a diffusers GLIGEN folder instead of random weights")
     return p.parse_args()
@@ -257,6 +259,22 @@ def build_random(torch, dtype, device):
     vae = AutoencoderKL(**SD14_VAE)
     scheduler = PNDMScheduler(**SD14_SCHEDULER)
     return [x.to(device=device, dtype=dtype).eval() for x in (unet, text_encoder, vae)] + [scheduler]
+
+
+def make_scheduler(name, config):
+    """The sampler a diffusers user makes from the model's scheduler config (as Glichen's samplers
+    are checked against)."""
+    import diffusers
+    classes = {
+        "pndm": (diffusers.PNDMScheduler, {}),
+        "ddim": (diffusers.DDIMScheduler, {}),
+        "dpmpp_2m": (diffusers.DPMSolverMultistepScheduler, {}),
+        "dpmpp_2m_karras": (diffusers.DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+        "euler": (diffusers.EulerDiscreteScheduler, {}),
+        "unipc": (diffusers.UniPCMultistepScheduler, {}),
+    }
+    cls, extra = classes[name]
+    return cls.from_config(config, **extra)
 
 
 def make_pipeline(torch, unet, text_encoder, vae, scheduler):
@@ -404,6 +422,7 @@ def bench_generation(args, rows, name, torch, pipe, device, sync):
                 print(f"\r  diffusers {name} generation {run + 1}: step {step}/{args.steps} "
                       f"{time.perf_counter() - start:.1f} s   ", end="", file=sys.stderr, flush=True)
 
+            pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
             with torch.inference_mode():
                 pipe(prompt=FULL_PROMPT, negative_prompt="", height=args.size, width=args.size,
                      gligen_phrases=[bench_phrase(i) for i in range(n)], gligen_boxes=[bench_box(i) for i in range(n)],

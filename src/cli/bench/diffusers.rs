@@ -84,6 +84,7 @@ pub(super) fn bench_diffusers(
         .args(["--size", &args.size.to_string()])
         .args(["--boxes", &args.boxes.to_string()])
         .args(["--steps", &args.steps.to_string()])
+        .args(["--scheduler", &args.scheduler.to_string()])
         .args(["--full-runs", &args.full_runs.to_string()])
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("MKL_NUM_THREADS", threads.to_string())

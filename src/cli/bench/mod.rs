@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Sampling steps of the --full generation.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// The sampler of the --full generation (ddim, pndm, dpmpp_2m, dpmpp_2m_karras, euler, unipc);
+    /// diffusers makes the same class `from_config` of SD 1.4's scheduler config.
+    #[arg(long, default_value = "pndm", value_parser = clap::builder::ValueParser::new(parse_scheduler))]
+    pub scheduler: glichen::layout::SchedulerKind,
     /// Timed --full generations (no warm-up: the rows before it warm everything up).
     #[arg(long, default_value_t = 1)]
     pub full_runs: usize,
@@ -297,4 +301,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_scheduler(s: &str) -> std::result::Result<glichen::layout::SchedulerKind, String> {
+    s.parse::<glichen::layout::SchedulerKind>()
+        .map_err(|e| e.to_string())
 }

@@ -99,8 +99,8 @@ pub(super) fn row_label(key: &str, args: &BenchArgs) -> String {
         "vae_decode" => format!("VAE decode {s}²"),
         "taesd_decode" => format!("TAESD decode {s}² (preview decoder)"),
         "generation" => format!(
-            "whole {}-step PLMS generation {s}², {n} boxes, α₀ 0.3 (incl. text + decode)",
-            args.steps
+            "whole {}-step {} generation {s}², {n} boxes, α₀ 0.3 (incl. text + decode)",
+            args.steps, args.scheduler
         ),
         "first_preview" => "start of generation → first preview".into(),
         "cancel_latency" => format!("Cancel during a {s}² UNet evaluation → generation stopped"),

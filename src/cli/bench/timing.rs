@@ -234,7 +234,7 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
             .map(|k| RowResult::failed(k, dn, e.clone()))
             .collect()
     };
-    let layout = match bench_layout(args.size, args.boxes, args.steps) {
+    let layout = match bench_layout(args.size, args.boxes, args.steps, args.scheduler) {
         Ok(l) => l,
         Err(e) => return fail(format!("{e:#}")),
     };
@@ -253,8 +253,8 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
             &options,
             None,
             &mut |u| {
-                // PLMS's first step evaluates the UNet twice; its first evaluation already
-                // gives the preview (a partial update).
+                // The first step's first evaluation gives the preview (PLMS evaluates twice
+                // in its first step; the preview comes after the first).
                 if u.step == 0 && first.is_none() {
                     // What the studio shows: the cheap latent → RGB projection of the predicted x0.
                     let _ = pipeline::preview::latents_to_rgb(u.pred_x0);
@@ -308,7 +308,7 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
 /// of the first steps (so inside UNet evaluations, attention and convolutions alike).
 fn cancel_latency(args: &BenchArgs, model: &GligenModel) -> RowResult {
     let dn = dtype_name(model.dtype);
-    let layout = match bench_layout(args.size, args.boxes, args.steps) {
+    let layout = match bench_layout(args.size, args.boxes, args.steps, args.scheduler) {
         Ok(l) => l,
         Err(e) => return RowResult::failed("cancel_latency", dn, format!("{e:#}")),
     };

@@ -35,8 +35,13 @@ pub(super) fn bench_box_f32(i: usize) -> [f32; 4] {
     bench_box(i).map(|v| v as f32)
 }
 
-/// The benchmark layout: `n` grid boxes with distinct phrases, PLMS, α₀ 0.3, guidance 7.5.
-pub(super) fn bench_layout(size: usize, n: usize, steps: usize) -> Result<Layout> {
+/// The benchmark layout: `n` grid boxes with distinct phrases, `scheduler`, α₀ 0.3, guidance 7.5.
+pub(super) fn bench_layout(
+    size: usize,
+    n: usize,
+    steps: usize,
+    scheduler: glichen::layout::SchedulerKind,
+) -> Result<Layout> {
     let entities: Vec<serde_json::Value> = (0..n)
         .map(|i| serde_json::json!({"type": "text_box", "phrase": bench_phrase(i), "box": bench_box(i)}))
         .collect();
@@ -47,7 +52,7 @@ pub(super) fn bench_layout(size: usize, n: usize, steps: usize) -> Result<Layout
         "prompt": FULL_PROMPT,
         "negative_prompt": "",
         "entities": entities,
-        "sampling": {"steps": steps, "guidance_scale": 7.5, "alpha0": 0.3, "seed": 42, "scheduler": "pndm"}
+        "sampling": {"steps": steps, "guidance_scale": 7.5, "alpha0": 0.3, "seed": 42, "scheduler": scheduler.to_string()}
     });
     Ok(Layout::from_json_str(&doc.to_string())?)
 }
