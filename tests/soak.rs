@@ -6,23 +6,12 @@
 mod common;
 
 use candle_core::{DType, Device};
+use common::rss::rss_kib;
 use common::{case_dir, case_model};
 use glichen::layout::Layout;
 use glichen::pipeline::{CancelToken, GenerateOptions, GligenModel};
 use glichen::weights::ModelSource;
 use std::time::Instant;
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[test]
 #[ignore = "soak test: run with scripts/soak.sh"]

@@ -119,21 +119,17 @@ impl DptPreprocessor {
             .ok()
             .filter(|&m| m > 0)
             .ok_or_else(|| f.error("ensure_multiple_of", "must be at least 1".into()))?;
-        let resample = match f.usize("resample", 3)? {
-            0 => PilFilter::Nearest,
-            1 => PilFilter::Lanczos,
-            2 => PilFilter::Bilinear,
-            3 => PilFilter::Bicubic,
-            4 => PilFilter::Box,
-            5 => PilFilter::Hamming,
-            other => {
-                return Err(f.unsupported(
+        let number = f.usize("resample", 3)?;
+        let resample = u32::try_from(number)
+            .ok()
+            .and_then(PilFilter::from_pil_number)
+            .ok_or_else(|| {
+                f.unsupported(
                     "resample",
-                    &other.to_string(),
+                    &number.to_string(),
                     "not a PIL filter number (0-5)",
-                ))
-            }
-        };
+                )
+            })?;
         if f.bool("do_pad", false)? && f.get("size_divisor").is_some() {
             return Err(f.unsupported(
                 "do_pad",

@@ -234,15 +234,8 @@ impl ClipImageProcessorConfig {
 
     /// PIL's filter number.
     fn filter(&self) -> std::result::Result<PilFilter, String> {
-        Ok(match self.resample {
-            0 => PilFilter::Nearest,
-            1 => PilFilter::Lanczos,
-            2 => PilFilter::Bilinear,
-            3 => PilFilter::Bicubic,
-            4 => PilFilter::Box,
-            5 => PilFilter::Hamming,
-            other => return Err(format!("resample {other} is not a PIL filter (0-5)")),
-        })
+        PilFilter::from_pil_number(self.resample)
+            .ok_or_else(|| format!("resample {} is not a PIL filter (0-5)", self.resample))
     }
 
     /// transformers' `get_resize_output_image_size(default_to_square=False)`: `(height, width)`
@@ -335,6 +328,20 @@ pub enum PilFilter {
 }
 
 impl PilFilter {
+    /// The filter of Pillow's number (`Image.Resampling`: 0 nearest … 5 hamming), as processor
+    /// configs store it.
+    pub fn from_pil_number(n: u32) -> Option<Self> {
+        Some(match n {
+            0 => PilFilter::Nearest,
+            1 => PilFilter::Lanczos,
+            2 => PilFilter::Bilinear,
+            3 => PilFilter::Bicubic,
+            4 => PilFilter::Box,
+            5 => PilFilter::Hamming,
+            _ => return None,
+        })
+    }
+
     /// Pillow's kernel and its support (Resample.c).
     fn kernel(self) -> (fn(f64) -> f64, f64) {
         fn box_f(x: f64) -> f64 {

@@ -2,6 +2,8 @@
 //! scratch folders and folder copies. Each test binary uses a different subset.
 #![allow(dead_code)]
 
+pub mod rss;
+
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -18,4 +18,6 @@ mod maps;
 mod models;
 mod people;
 mod pictures;
+#[path = "../common/rss.rs"]
+mod rss;
 mod soak;

@@ -7,6 +7,7 @@
 //! 100 edits. `SOAK_EDITS` (default 2000) and `SOAK_SEED` (default 1) steer it.
 
 use crate::harness::*;
+use crate::rss::rss_kib;
 use glichen::layout::DEFAULT_HISTORY_LIMIT;
 
 /// xorshift64*: a reproducible stream of choices without a dependency.
@@ -25,19 +26,6 @@ impl Rng {
     fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
-}
-
-/// Resident memory of this process in KiB (Linux `/proc/self/status`).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
