@@ -81,13 +81,14 @@ pub(crate) fn load_sem_raster(reference: &str, side: u32) -> Result<GrayImage, S
 }
 
 impl StudioApp {
-    /// The layout's map when it is a semantic one.
-    fn sem_map(&self) -> Option<String> {
+    /// The layout's map when it is a semantic one, borrowed: this is asked every frame, and a
+    /// painted map's reference is a whole PNG data URI.
+    fn sem_map(&self) -> Option<&str> {
         self.doc.layout().entities.iter().find_map(|e| match e {
             Entity::Map {
                 kind: MapKind::Sem,
                 image,
-            } => Some(image.clone()),
+            } => Some(image.as_str()),
             _ => None,
         })
     }
@@ -120,48 +121,47 @@ impl StudioApp {
     /// and its palette texture with the raster; called once per frame before painting.
     pub(super) fn sync_sem_raster(&mut self, ctx: &egui::Context) {
         let kind = self.model_limits().map_kind.unwrap_or(self.maps.kind);
-        let current = self.sem_map();
-        if current.is_none()
-            && (kind != MapKind::Sem || self.unsupported_reason(EntityKind::Map).is_some())
+        let has_map = self.sem_map().is_some();
+        if !has_map && (kind != MapKind::Sem || self.unsupported_reason(EntityKind::Map).is_some())
         {
             self.maps.sem.raster = None;
             return;
         }
         let side = self.sem_side();
-        let sem = &mut self.maps.sem;
         let fits = |r: &SemRaster| r.classes.width() == side && r.classes.height() == side;
-        match current {
-            Some(reference) => {
+        if has_map {
+            // Owned only when a decode starts, not every frame.
+            let to_load = self.sem_map().and_then(|reference| {
+                let sem = &self.maps.sem;
                 let held = sem
                     .raster
                     .as_ref()
-                    .is_some_and(|r| r.source.as_deref() == Some(reference.as_str()) && fits(r));
-                let known_bad = sem
-                    .unreadable
-                    .as_ref()
-                    .is_some_and(|(s, _)| *s == reference);
-                if !held && !known_bad && sem.loading.as_deref() != Some(reference.as_str()) {
-                    sem.loading = Some(reference.clone());
-                    let readable = self.readable_reference(reference.clone());
-                    self.spawn_file_task("glichen-sem-map", move || {
-                        FileOutcome::SemRaster(reference, load_sem_raster(&readable, side))
-                    });
-                }
+                    .is_some_and(|r| r.source.as_deref() == Some(reference) && fits(r));
+                let known_bad = sem.unreadable.as_ref().is_some_and(|(s, _)| s == reference);
+                let loading = sem.loading.as_deref() == Some(reference);
+                (!held && !known_bad && !loading).then(|| reference.to_owned())
+            });
+            if let Some(reference) = to_load {
+                self.maps.sem.loading = Some(reference.clone());
+                let readable = self.readable_reference(reference.clone());
+                self.spawn_file_task("glichen-sem-map", move || {
+                    FileOutcome::SemRaster(reference, load_sem_raster(&readable, side))
+                });
             }
-            None => {
-                sem.unreadable = None;
-                let blank_held = sem
-                    .raster
-                    .as_ref()
-                    .is_some_and(|r| r.source.is_none() && fits(r));
-                if !blank_held {
-                    sem.raster = Some(SemRaster {
-                        source: None,
-                        classes: GrayImage::new(side, side),
-                        texture: None,
-                        dirty: true,
-                    });
-                }
+        } else {
+            let sem = &mut self.maps.sem;
+            sem.unreadable = None;
+            let blank_held = sem
+                .raster
+                .as_ref()
+                .is_some_and(|r| r.source.is_none() && fits(r));
+            if !blank_held {
+                sem.raster = Some(SemRaster {
+                    source: None,
+                    classes: GrayImage::new(side, side),
+                    texture: None,
+                    dirty: true,
+                });
             }
         }
         if let Some(r) = self.maps.sem.raster.as_mut() {
@@ -216,9 +216,8 @@ impl StudioApp {
     /// strokes on a new map are in progress).
     pub(super) fn sem_layer(&self) -> Option<egui::TextureId> {
         let r = self.maps.sem.raster.as_ref()?;
-        let current = self.sem_map();
-        let shown = match (&r.source, current) {
-            (Some(s), Some(c)) => *s == c,
+        let shown = match (&r.source, self.sem_map()) {
+            (Some(s), Some(c)) => s == c,
             // A new map shows while its first stroke is drawn.
             (None, None) => self.canvas.drag.is_some() && self.canvas.tool == Tool::Brush,
             _ => false,
