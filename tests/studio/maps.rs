@@ -7,6 +7,17 @@ use glichen::layout::{Entity, Layout, MapKind};
 use glichen::ui::StudioApp;
 use std::path::{Path, PathBuf};
 
+/// A studio with the tiny original-format map checkpoint `checkpoint` loaded, in a fresh folder.
+fn map_studio(tag: &str, checkpoint: &str) -> (PathBuf, Harness<'static, StudioApp>, Answers) {
+    let dir = temp_dir(tag);
+    let model = fixture(&format!("original/{checkpoint}"))
+        .display()
+        .to_string();
+    let (mut h, answers) = studio_with(&dir.join("data"), Some(model), false);
+    wait_model(&mut h);
+    (dir, h, answers)
+}
+
 /// The layout's sem map decoded to class indices.
 fn sem_map(app: &StudioApp) -> Option<image::GrayImage> {
     app.layout().entities.iter().find_map(|e| match e {
@@ -27,13 +38,7 @@ fn sem_map(app: &StudioApp) -> Option<image::GrayImage> {
 
 #[test]
 fn sem_brush_and_fill_paint_class_indices() {
-    let dir = temp_dir("sem-paint");
-    let sem = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/original/gligen-tiny-sem.pth")
-        .display()
-        .to_string();
-    let (mut h, _answers) = studio_with(&dir.join("data"), Some(sem), false);
-    wait_model(&mut h);
+    let (_dir, mut h, _answers) = map_studio("sem-paint", "gligen-tiny-sem.pth");
     h.state_mut().set_layout(Layout::studio_blank(64, 64));
     h.run();
     assert!(sem_map(h.state()).is_none());
@@ -107,13 +112,7 @@ fn sem_brush_and_fill_paint_class_indices() {
 /// the map is left as it was.
 #[test]
 fn sem_painting_refuses_a_colour_map() {
-    let dir = temp_dir("sem-colour");
-    let sem = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/original/gligen-tiny-sem.pth")
-        .display()
-        .to_string();
-    let (mut h, _answers) = studio_with(&dir.join("data"), Some(sem), false);
-    wait_model(&mut h);
+    let (dir, mut h, _answers) = map_studio("sem-colour", "gligen-tiny-sem.pth");
     let colour = write_picture(&dir, "colour.png", 64, 64, [200, 10, 10]);
     let mut layout = Layout::studio_blank(64, 64);
     layout.entities.push(Entity::Map {
@@ -169,12 +168,7 @@ fn photo(dir: &Path) -> PathBuf {
 /// size and keeps the 8-bit map; a normal checkpoint gets normals from the same depth.
 #[test]
 fn depth_and_normals_are_estimated_from_a_photo() {
-    let dir = temp_dir("depth-from-photo");
-    let depth_ckpt = fixture("original/gligen-tiny-depth.pth")
-        .display()
-        .to_string();
-    let (mut h, answers) = studio_with(&dir.join("data"), Some(depth_ckpt), false);
-    wait_model(&mut h);
+    let (dir, mut h, answers) = map_studio("depth-from-photo", "gligen-tiny-depth.pth");
     let network = fixture("depth/tiny-depth-anything");
     h.state_mut().settings_mut().depth_model = network.display().to_string();
     h.state_mut().set_layout(Layout::studio_blank(64, 64));
@@ -204,12 +198,7 @@ fn depth_and_normals_are_estimated_from_a_photo() {
 /// Without the network the map maker says what it needs, and the layout is left alone.
 #[test]
 fn a_missing_depth_network_is_named() {
-    let dir = temp_dir("depth-missing");
-    let normal = fixture("original/gligen-tiny-normal.pth")
-        .display()
-        .to_string();
-    let (mut h, answers) = studio_with(&dir.join("data"), Some(normal), false);
-    wait_model(&mut h);
+    let (dir, mut h, answers) = map_studio("depth-missing", "gligen-tiny-normal.pth");
     let missing = dir.join("no-such-network");
     h.state_mut().settings_mut().depth_model = missing.display().to_string();
     h.state_mut().set_layout(Layout::studio_blank(64, 64));
@@ -232,12 +221,7 @@ fn a_missing_depth_network_is_named() {
 /// fixture, named in the settings) and keeps its 8-bit soft edges as the map.
 #[test]
 fn hed_edges_are_detected_in_a_photo() {
-    let dir = temp_dir("hed-from-photo");
-    let hed_ckpt = fixture("original/gligen-tiny-hed.pth")
-        .display()
-        .to_string();
-    let (mut h, answers) = studio_with(&dir.join("data"), Some(hed_ckpt), false);
-    wait_model(&mut h);
+    let (dir, mut h, answers) = map_studio("hed-from-photo", "gligen-tiny-hed.pth");
     let network = fixture("hed/tiny-hed.pth");
     h.state_mut().settings_mut().hed_model = network.display().to_string();
     h.state_mut().set_layout(Layout::studio_blank(64, 64));
@@ -262,12 +246,7 @@ fn hed_edges_are_detected_in_a_photo() {
 /// map gives a different picture (the map reaches the model, through the worker).
 #[test]
 fn a_painted_sem_map_generates_and_matters() {
-    let dir = temp_dir("sem-generate");
-    let sem = fixture("original/gligen-tiny-sem.pth")
-        .display()
-        .to_string();
-    let (mut h, _answers) = studio_with(&dir.join("data"), Some(sem), false);
-    wait_model(&mut h);
+    let (_dir, mut h, _answers) = map_studio("sem-generate", "gligen-tiny-sem.pth");
     let mut layout = Layout::studio_blank(64, 64);
     layout.prompt = "a field under the sky".into();
     layout.sampling.steps = Some(6);
