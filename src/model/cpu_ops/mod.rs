@@ -10,6 +10,8 @@
 //! each one being split across threads.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attn_avx512;
 mod conv;
 mod geglu;
 mod norm;
@@ -144,14 +146,16 @@ fn exp(x: f32) -> f32 {
     // result underflows to ~1e-38, which a softmax sum cannot notice.
     let x = if x < -87.3 { -87.3 } else { x };
     let n = (x * LOG2E + 0.5).floor();
-    let r = x - n * LN2_HI - n * LN2_LO;
+    // Fused multiply-adds: the kernels that inline this are compiled with FMA (AVX2, AVX-512,
+    // NEON), where each is one instruction instead of two, a third fewer for the whole exp.
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5e-1;
-    let p = p * r * r + r + 1.0;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5e-1);
+    let p = (p * r).mul_add(r, r) + 1.0;
     // 2ⁿ from the bits of n + 127 + 2²³ (an exact integer in the low mantissa bits) shifted into
     // the exponent field: `n as i32` would saturate and stop the loop from vectorising.
     let pow2n = f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23);
