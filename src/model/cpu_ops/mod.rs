@@ -13,6 +13,7 @@ mod attention;
 mod conv;
 mod geglu;
 mod norm;
+mod winograd;
 
 pub use attention::multi_head_attention;
 pub(crate) use attention::QUERY_BLOCK;
