@@ -92,11 +92,9 @@ impl CustomOp3 for FusedConv2d {
             f32_slice(s3, l3, "bias")?,
         );
         let (ho, wo) = ((h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1);
-        if self.winograd && kh == 3 && kw == 3 && s == 1 {
-            if winograd::pays(b, c, co, ho, wo) {
-                let out = winograd::conv3x3(x, wt, bias, (b, c, h, w), co, p)?;
-                return Ok((CpuStorage::F32(out), Shape::from((b, co, ho, wo))));
-            }
+        if self.winograd && kh == 3 && kw == 3 && s == 1 && winograd::pays(b, c, co, ho, wo) {
+            let out = winograd::conv3x3(x, wt, bias, (b, c, h, w), co, p)?;
+            return Ok((CpuStorage::F32(out), Shape::from((b, co, ho, wo))));
         }
         let pix = ho * wo;
         let ksz = c * kh * kw;

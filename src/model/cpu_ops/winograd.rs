@@ -388,7 +388,7 @@ pub(crate) fn conv3x3(
             (0..tasks).into_par_iter().for_each(|t| {
                 if !stopped() {
                     with_buffer(&TILES, scratch_len, |s| {
-                        run_task(t, s, gemm::Parallelism::None)
+                        run_task(t, s, gemm::Parallelism::None);
                     });
                 }
             });
