@@ -1,5 +1,7 @@
-//! 2-D convolution through im2col in cache-sized tiles.
+//! 2-D convolution through im2col in cache-sized tiles, or Winograd for the 3×3 stride-1 ones
+//! large enough to pay for its transforms.
 
+use super::winograd;
 use super::{f32_slice, SendPtr, SCRATCH};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -15,13 +17,44 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv2d_with(x, weight, bias, stride, padding, !im2col_forced())
+}
+
+/// [`conv2d`], with Winograd allowed or not (tests compare the two in one process).
+pub(super) fn conv2d_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    winograd: bool,
+) -> Result<Tensor> {
     let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
-    x.apply_op3_no_bwd(&weight, &bias, &FusedConv2d { stride, padding })
+    x.apply_op3_no_bwd(
+        &weight,
+        &bias,
+        &FusedConv2d {
+            stride,
+            padding,
+            winograd,
+        },
+    )
+}
+
+/// `GLICHEN_CONV=im2col` keeps every convolution on im2col (to compare against Winograd, or to
+/// fall back), read once.
+fn im2col_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        std::env::var("GLICHEN_CONV").is_ok_and(|v| v.trim().eq_ignore_ascii_case("im2col"))
+    })
 }
 
 struct FusedConv2d {
     stride: usize,
     padding: usize,
+    /// Whether 3×3 stride-1 convolutions may take the Winograd path.
+    winograd: bool,
 }
 
 /// im2col elements per tile (4 MiB of f32).
@@ -59,6 +92,10 @@ impl CustomOp3 for FusedConv2d {
             f32_slice(s3, l3, "bias")?,
         );
         let (ho, wo) = ((h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1);
+        if self.winograd && kh == 3 && kw == 3 && s == 1 && winograd::pays(b, c, co, ho, wo) {
+            let out = winograd::conv3x3(x, wt, bias, (b, c, h, w), co, p)?;
+            return Ok((CpuStorage::F32(out), Shape::from((b, co, ho, wo))));
+        }
         let pix = ho * wo;
         let ksz = c * kh * kw;
         let mut out = vec![0f32; b * co * pix];

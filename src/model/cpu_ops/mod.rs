@@ -15,6 +15,7 @@ mod attn_avx512;
 mod conv;
 mod geglu;
 mod norm;
+mod winograd;
 
 pub use attention::multi_head_attention;
 pub(crate) use attention::QUERY_BLOCK;
