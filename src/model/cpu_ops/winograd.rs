@@ -7,24 +7,29 @@
 //! 6–11× im2col's on trained-like data whichever points it uses (0, ±1, ±2 or ±1/2, ∞), where
 //! F(2,3) stays within 1–1.7×; the crate keeps module parity near 1e-6, so F(2,3) it is.
 //!
-//! Layouts keep every operand column-major with the channel innermost, so the products need no
-//! packing (`gemm` reads them in place) and the transforms vectorise across 16 channels at a
-//! time: transformed weights `U[ξ][cin][cout]`, transformed input tiles `V[ξ][tile][cin]`,
-//! products `M[ξ][tile][cout]`. The input and output transforms only add and subtract, so they
-//! round no worse than the sums themselves; the weight transform halves (exact) and runs in f64.
+//! The transforms vectorise across 16 consecutive tiles of one tile row and one channel, so
+//! they read and write contiguous memory: each task (a block of tiles of one image) first copies
+//! the window of the zero-padded input it needs (no bounds checks after that), loads 34 floats
+//! per input row and splits them into the four stride-2 columns of 16 tiles (two-source
+//! permutes), and writes the two output pixels of 16 tiles interleaved as 32 contiguous floats.
+//! Layouts keep the tile innermost: transformed weights `U[ξ][cin][cout]`, transformed input
+//! tiles `V[ξ][cin][tile]`, products `M[ξ][cout][tile]` (`gemm` reads them in place). The input
+//! and output transforms only add and subtract, so they round no worse than the sums
+//! themselves; the weight transform halves (exact) and runs in f64.
 
 use super::{dispatch_simd, SendPtr};
 use rayon::prelude::*;
 use std::cell::Cell;
 
-/// Channels per vector of the transforms (one AVX-512 register, two AVX2 ones).
+/// Tiles per vector of the input and output transforms, output channels per vector of the weight
+/// transform (one AVX-512 register, two AVX2 ones).
 const L: usize = 16;
 /// Output pixels per tile side.
 const M: usize = 2;
 /// Points of the transformed tile per side (`M + 2`).
 const A: usize = 4;
 
-/// A column of `N` values for `L` channels.
+/// A column of `N` values for `L` tiles (or channels).
 type Lanes<T, const N: usize> = [[T; L]; N];
 
 /// Bᵀ·d along one axis.
@@ -94,23 +99,50 @@ struct Geometry {
     ho: usize,
     wo: usize,
     p: usize,
-    tiles_x: usize,
-    /// Tiles per image.
-    per_img: usize,
 }
 
-impl Geometry {
-    /// Image, output row and output column of tile `t` (numbered across the batch).
+/// A task's tiles: image `bi`, tile rows `ty0..ty1` and tile columns `tx0..tx1`, numbered
+/// row-major from 0 (`k = (ty − ty0)·(tx1 − tx0) + tx − tx0`).
+#[derive(Clone, Copy)]
+struct Block {
+    bi: usize,
+    ty0: usize,
+    ty1: usize,
+    tx0: usize,
+    tx1: usize,
+}
+
+impl Block {
+    fn tiles(&self) -> usize {
+        (self.ty1 - self.ty0) * (self.tx1 - self.tx0)
+    }
+
+    /// Rows and columns of the window of the zero-padded input that the block reads.
+    fn window(&self) -> (usize, usize) {
+        (2 * (self.ty1 - self.ty0) + 2, 2 * (self.tx1 - self.tx0) + 2)
+    }
+
+    /// Each run of up to `L` consecutive tiles of one tile row (a vector of the transforms): its
+    /// first tile's number, its length, and its block-relative tile row and column. (Loops over
+    /// these, not closures, so that the loop bodies compile with the caller's target features.)
     #[inline(always)]
-    fn tile(&self, t: usize) -> (usize, usize, usize) {
-        let (bi, r) = (t / self.per_img, t % self.per_img);
-        (bi, (r / self.tiles_x) * M, (r % self.tiles_x) * M)
+    fn groups(&self) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+        let nx = self.tx1 - self.tx0;
+        let per_row = nx.div_ceil(L);
+        (0..(self.ty1 - self.ty0) * per_row).map(move |g| {
+            let (ty, tx) = (g / per_row, (g % per_row) * L);
+            (ty * nx + tx, L.min(nx - tx), ty, tx)
+        })
     }
 }
 
+/// Extra elements after a task's window and products: a short run of tiles still loads whole
+/// vectors (the lanes past its end are computed and dropped).
+const SLACK: usize = 2 * L + 2;
+
 dispatch_simd!(fn weights(wt: &[f32], geo: Geometry, ci: (usize, usize), u: SendPtr) -> () => weights_portable);
-dispatch_simd!(fn input(x: &[f32], geo: Geometry, tiles: (usize, usize), v: &mut [f32]) -> () => input_portable);
-dispatch_simd!(fn output(mp: &[f32], bias: &[f32], geo: Geometry, tiles: (usize, usize), out: SendPtr) -> () => output_portable);
+dispatch_simd!(fn input_any(s: &[f32], geo: Geometry, blk: Block, v: &mut [f32]) -> () => input_portable);
+dispatch_simd!(fn output(mp: &[f32], bias: &[f32], geo: Geometry, blk: Block, out: SendPtr) -> () => output_portable);
 
 /// `U[ξ][ci][co] = (G g Gᵀ)[ξ]` for input channels `ci0..ci1`, 16 output channels a vector.
 #[inline(always)]
@@ -140,108 +172,209 @@ fn weights_portable(wt: &[f32], geo: Geometry, (ci0, ci1): (usize, usize), u: Se
     }
 }
 
-/// `V[ξ][k][ci] = (Bᵀ d B)[ξ]` for tiles `t0..t0+tn` (`k = t − t0`), zero padding outside the
-/// image, 16 input channels a vector.
-#[inline(always)]
-fn input_portable(x: &[f32], geo: Geometry, (t0, tn): (usize, usize), v: &mut [f32]) {
+/// The block's window of the zero-padded input, channel by channel: `s[ci][r][q]` is pixel
+/// (2·ty0 + r − p, 2·tx0 + q − p) of channel `ci`, zero outside the image. Copied once per task
+/// (it stays in cache for the transform), so that the transform needs no bounds checks.
+fn window(x: &[f32], geo: Geometry, blk: Block, s: &mut [f32]) {
     let Geometry { c, h, w, p, .. } = geo;
-    for k in 0..tn {
-        let (bi, oy, ox) = geo.tile(t0 + k);
-        let (iy0, ix0) = (oy as isize - p as isize, ox as isize - p as isize);
-        let inside = iy0 >= 0 && ix0 >= 0 && iy0 as usize + A <= h && ix0 as usize + A <= w;
-        for c0 in (0..c).step_by(L) {
-            let n = L.min(c - c0);
-            let mut d = [[[0f32; L]; A]; A];
-            let base = (bi * c + c0) * h * w;
-            if inside && n == L {
-                let start = base + iy0 as usize * w + ix0 as usize;
-                // Bounds once for the whole 16-channel window, so that the loop below can
-                // gather (lanes step a whole plane) instead of inserting lane by lane.
-                let last = start + (L - 1) * h * w + (A - 1) * (w + 1);
-                assert!(last < x.len());
-                for (i, di) in d.iter_mut().enumerate() {
-                    for (j, dij) in di.iter_mut().enumerate() {
-                        for (l, v) in dij.iter_mut().enumerate() {
-                            // SAFETY: the largest index, `last`, is checked above.
-                            *v = unsafe { *x.get_unchecked(start + l * h * w + i * w + j) };
-                        }
-                    }
-                }
-            } else {
-                for l in 0..n {
-                    let plane = &x[base + l * h * w..][..h * w];
-                    for (i, di) in d.iter_mut().enumerate() {
-                        let iy = iy0 + i as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for (j, dij) in di.iter_mut().enumerate() {
-                            let ix = ix0 + j as isize;
-                            if ix >= 0 && ix < w as isize {
-                                dij[l] = plane[iy as usize * w + ix as usize];
-                            }
-                        }
-                    }
-                }
+    let (sr, sw) = blk.window();
+    let iy0 = (2 * blk.ty0) as isize - p as isize;
+    let ix0 = (2 * blk.tx0) as isize - p as isize;
+    // The window's columns inside the image: 0 ≤ ix0 + q < w (ix0 < w, as a tile starts
+    // inside the output, and ix0 ≥ −p).
+    let q0 = (-ix0).max(0) as usize;
+    let q1 = ((w as isize - ix0) as usize).clamp(q0, sw);
+    let x0 = (ix0 + q0 as isize) as usize;
+    for ci in 0..c {
+        let plane = &x[(blk.bi * c + ci) * h * w..][..h * w];
+        for (r, row) in s[ci * sr * sw..][..sr * sw]
+            .chunks_exact_mut(sw)
+            .enumerate()
+        {
+            let iy = iy0 + r as isize;
+            if iy < 0 || iy >= h as isize {
+                row.fill(0.0);
+                continue;
             }
-            let t = both_axes(input_1d, &d);
-            for (xi, vals) in t.iter().flatten().enumerate() {
-                let dst = &mut v[(xi * tn + k) * c + c0..][..n];
-                if n == L {
-                    // A constant length: a vector store, not a call to memcpy.
-                    dst.copy_from_slice(&vals[..L]);
-                } else {
-                    dst.copy_from_slice(&vals[..n]);
+            let src = &plane[iy as usize * w..][..w];
+            row[..q0].fill(0.0);
+            row[q0..q1].copy_from_slice(&src[x0..x0 + q1 - q0]);
+            row[q1..].fill(0.0);
+        }
+    }
+}
+
+/// The four columns `j` of 16 tiles in one input row, `d[j][l] = r[2l + j]`: even and odd
+/// lanes of two overlapping 32-float loads (shuffles).
+#[inline(always)]
+fn deinterleave(r: &[f32; 2 * L + 2]) -> Lanes<f32, A> {
+    let mut d = [[0f32; L]; A];
+    for l in 0..L {
+        for (j, dj) in d.iter_mut().enumerate() {
+            dj[l] = r[2 * l + j];
+        }
+    }
+    d
+}
+
+/// `V[ξ][ci][k] = (Bᵀ d B)[ξ]` for the block's tiles from its window `s`, 16 consecutive tiles
+/// of one tile row a vector.
+#[inline(always)]
+fn input_portable(s: &[f32], geo: Geometry, blk: Block, v: &mut [f32]) {
+    input_kernel::<Portable>(s, geo, blk, v);
+}
+
+/// The input transform, AVX-512 where the CPU has it (two-source permutes for the stride-2
+/// loads, which LLVM does not derive from [`deinterleave`] on its own), else as compiled by
+/// [`dispatch_simd!`].
+fn input(s: &[f32], geo: Geometry, blk: Block, v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd() == super::Simd::Avx512 {
+        // SAFETY: `simd()` reported AVX-512F.
+        return unsafe { input_avx512(s, geo, blk, v) };
+    }
+    input_any(s, geo, blk, v);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn input_avx512(s: &[f32], geo: Geometry, blk: Block, v: &mut [f32]) {
+    input_kernel::<Avx512>(s, geo, blk, v);
+}
+
+/// Loads the four columns of 16 tiles from one input row: `d[j][l] = r[2l + j]`.
+trait Columns {
+    fn load(r: &[f32; 2 * L + 2]) -> Lanes<f32, A>;
+}
+
+struct Portable;
+
+impl Columns for Portable {
+    #[inline(always)]
+    fn load(r: &[f32; 2 * L + 2]) -> Lanes<f32, A> {
+        deinterleave(r)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Columns for Avx512 {
+    #[inline(always)]
+    fn load(r: &[f32; 2 * L + 2]) -> Lanes<f32, A> {
+        // SAFETY: only `input_avx512` loads through `Avx512`, and it runs only on CPUs with
+        // AVX-512F.
+        unsafe { deinterleave_avx512(r) }
+    }
+}
+
+/// [`deinterleave`] as four loads and four two-source permutes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn deinterleave_avx512(r: &[f32; 2 * L + 2]) -> Lanes<f32, A> {
+    use std::arch::x86_64::{__m512, _mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32};
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let p = r.as_ptr();
+    // SAFETY: the loads read r[0..16], r[16..32], r[2..18] and r[18..34], all inside `r`.
+    let (a, b, a2, b2) = unsafe {
+        (
+            _mm512_loadu_ps(p),
+            _mm512_loadu_ps(p.add(L)),
+            _mm512_loadu_ps(p.add(2)),
+            _mm512_loadu_ps(p.add(L + 2)),
+        )
+    };
+    let d: [__m512; A] = [
+        _mm512_permutex2var_ps(a, even, b),
+        _mm512_permutex2var_ps(a, odd, b),
+        _mm512_permutex2var_ps(a2, even, b2),
+        _mm512_permutex2var_ps(a2, odd, b2),
+    ];
+    // SAFETY: __m512 and [f32; 16] have the same size, and every bit pattern is a valid f32.
+    unsafe { std::mem::transmute::<[__m512; A], Lanes<f32, A>>(d) }
+}
+
+/// [`input_portable`] with the row loads of `C`.
+#[inline(always)]
+fn input_kernel<C: Columns>(s: &[f32], geo: Geometry, blk: Block, v: &mut [f32]) {
+    let c = geo.c;
+    let tn = blk.tiles();
+    let (sr, sw) = blk.window();
+    for ci in 0..c {
+        let plane = &s[ci * sr * sw..];
+        for (k, n, ty, tx) in blk.groups() {
+            let base = 2 * ty * sw + 2 * tx;
+            // Rows first (along j), then columns (along i); plain loops and `inline(always)`
+            // functions, no closures, so that all of it compiles with the caller's features.
+            let mut rows = [[[0f32; L]; A]; A];
+            for (i, ri) in rows.iter_mut().enumerate() {
+                let r = &plane[base + i * sw..][..2 * L + 2];
+                *ri = input_1d(&C::load(r.try_into().expect("2L + 2 floats")));
+            }
+            for j in 0..A {
+                let col = input_1d(&[rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+                for (i, vals) in col.iter().enumerate() {
+                    let dst = &mut v[((i * A + j) * c + ci) * tn + k..][..n];
+                    if n == L {
+                        // A constant length: a vector store, not a call to memcpy.
+                        dst.copy_from_slice(vals);
+                    } else {
+                        dst.copy_from_slice(&vals[..n]);
+                    }
                 }
             }
         }
     }
 }
 
-/// `out[bi][co][oy..oy+M][ox..ox+M] = bias + (Aᵀ m A)` for tiles `t0..t0+tn` from
-/// `mprod[ξ][k][co]`, clipped at the output's edges, 16 output channels a vector.
+/// `out[bi][co][2ty..2ty+2][2tx..2tx+2] = bias + (Aᵀ m A)` for the block's tiles from
+/// `mprod[ξ][co][k]`, 16 consecutive tiles of one row a vector, interleaved into 32 contiguous
+/// pixels per output row and clipped at the output's edges.
 #[inline(always)]
-fn output_portable(
-    mprod: &[f32],
-    bias: &[f32],
-    geo: Geometry,
-    (t0, tn): (usize, usize),
-    out: SendPtr,
-) {
+fn output_portable(mprod: &[f32], bias: &[f32], geo: Geometry, blk: Block, out: SendPtr) {
     let Geometry { co, ho, wo, .. } = geo;
-    for k in 0..tn {
-        let (bi, oy, ox) = geo.tile(t0 + k);
-        let (rows, cols) = (M.min(ho - oy), M.min(wo - ox));
-        for o0 in (0..co).step_by(L) {
-            let n = L.min(co - o0);
-            let mut d = [[[0f32; L]; A]; A];
-            for (xi, dv) in d.iter_mut().flatten().enumerate() {
-                let src = &mprod[(xi * tn + k) * co + o0..][..n];
-                if n == L {
-                    dv.copy_from_slice(&src[..L]);
-                } else {
-                    dv[..n].copy_from_slice(src);
+    let tn = blk.tiles();
+    for (o, &b) in bias.iter().enumerate().take(co) {
+        for (k, n, ty, tx) in blk.groups() {
+            let (oy, ox) = (M * (blk.ty0 + ty), M * (blk.tx0 + tx));
+            let (rows, cols) = (M.min(ho - oy), (M * n).min(wo - ox));
+            // Rows first (along j), then columns (along i), as in the input transform.
+            let mut r = [[[0f32; L]; M]; A];
+            for (i, ri) in r.iter_mut().enumerate() {
+                let mut d = [[0f32; L]; A];
+                for (j, dj) in d.iter_mut().enumerate() {
+                    let src = &mprod[((i * A + j) * co + o) * tn + k..][..L];
+                    *dj = src.try_into().expect("L floats");
+                }
+                *ri = output_1d(&d);
+            }
+            let mut y = [[[0f32; L]; M]; M];
+            for j in 0..M {
+                let col = output_1d(&[r[0][j], r[1][j], r[2][j], r[3][j]]);
+                for (i, vals) in col.iter().enumerate() {
+                    y[i][j] = *vals;
                 }
             }
-            let y = both_axes(output_1d, &d);
-            for l in 0..n {
-                let b = bias[o0 + l];
-                // SAFETY: the tile's pixels lie inside channel o0 + l of image bi (rows and
-                // cols are clipped to the output), and only this task writes this tile.
+            for (i, yi) in y[..rows].iter().enumerate() {
+                let mut row = [0f32; M * L];
+                for l in 0..L {
+                    row[2 * l] = b + yi[0][l];
+                    row[2 * l + 1] = b + yi[1][l];
+                }
+                // SAFETY: output row oy + i, columns ox..ox + cols lie inside channel o of
+                // image bi (rows and cols are clipped to the output), and only this task writes
+                // these tiles.
                 unsafe {
-                    let dst = out.get().add((bi * co + o0 + l) * ho * wo + oy * wo + ox);
-                    if rows == M && cols == M {
-                        for (i, yi) in y.iter().enumerate() {
-                            for (j, yij) in yi.iter().enumerate() {
-                                *dst.add(i * wo + j) = b + yij[l];
-                            }
-                        }
+                    let dst = out
+                        .get()
+                        .add((blk.bi * co + o) * ho * wo + (oy + i) * wo + ox);
+                    if cols == M * L {
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), dst, M * L);
                     } else {
-                        for (i, yi) in y[..rows].iter().enumerate() {
-                            for (j, yij) in yi[..cols].iter().enumerate() {
-                                *dst.add(i * wo + j) = b + yij[l];
-                            }
-                        }
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), dst, cols);
                     }
                 }
             }
@@ -250,8 +383,9 @@ fn output_portable(
 }
 
 thread_local! {
-    /// Transformed weights (on the calling thread) and a task's tiles and products (on each
-    /// worker): kept between calls so that large buffers are not faulted in again every time.
+    /// Transformed weights (on the calling thread) and a task's window, tiles and products (on
+    /// each worker): kept between calls so that large buffers are not faulted in again every
+    /// time.
     static WEIGHTS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     static TILES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
@@ -287,18 +421,28 @@ fn with_buffer<R>(
 }
 
 /// Whether Winograd beats im2col for a 3×3 stride-1 convolution of this shape (measured on 2
-/// AVX-512 cores). Every task streams all the transformed weights (16·cin·cout), so a task needs
-/// enough tiles to amortise them: 1280 channels on 16×16 maps (32 tiles a task) run 2.5× slower
-/// than im2col, 640 on 32×32 (128) 1.3× faster. Below 128 channels the transforms outweigh the
-/// saved multiplies (4→320 channels: 2.5× slower).
+/// AVX-512 cores, `winograd_report`). Every task streams all the transformed weights
+/// (16·cin·cout), so a task needs more tiles the more weights there are: up to 128×128 channel
+/// pairs (weights in L2) 16 tiles a task pay (128 channels on 16×16 maps: 1.3× faster), up to
+/// 640×640 64 (512 channels on 32×32: 1.4×; 256 and 640 with 16 and 32 tiles: 0.9–1.0×), up to
+/// 1920×640 128 (1.2×; 1280×1280 with 128: 1.0–1.1×, with 64: 0.6×). Products with fewer than
+/// 16 input channels are too thin to gain (4→320: 0.7×, 3→64: 0.9×).
 pub(crate) fn pays(b: usize, c: usize, co: usize, ho: usize, wo: usize) -> bool {
-    let total = b * ho.div_ceil(M) * wo.div_ceil(M);
-    c >= 128 && co >= 128 && tiles_per_task(total) >= 64
+    let tn = tiles_per_task(b * ho.div_ceil(M) * wo.div_ceil(M));
+    let pairs = c * co;
+    c >= 16
+        && match tn {
+            128.. => pairs <= 1920 * 640,
+            64.. => pairs <= 640 * 640,
+            16.. => pairs <= 128 * 128,
+            _ => false,
+        }
 }
 
-/// Tiles a task transforms and multiplies at once: the products' `n`. 128 measured best (64
-/// loses 10–20 % to the weights' traffic, 256 spills the tiles out of L2 at 128 channels), and
-/// at least two tasks a thread keep the threads balanced.
+/// Tiles a task transforms and multiplies at once: the products' `n`. 64, 128 and 256 measure
+/// within noise of each other on the VAE's and UNet's large convolutions (fewer tiles stream the
+/// weights more often, more spill the tiles out of L2); at least two tasks a thread keep the
+/// threads balanced.
 fn tiles_per_task(total: usize) -> usize {
     TASK_TILES
         .min(total.div_ceil(2 * rayon::current_num_threads()))
@@ -306,6 +450,18 @@ fn tiles_per_task(total: usize) -> usize {
 }
 
 const TASK_TILES: usize = 128;
+
+/// Tile rows and tile columns of a task's block: whole tile rows where a row holds fewer tiles
+/// than a task, else equal parts of one row, whole vectors where possible.
+fn block_shape(total: usize, tiles_y: usize, tiles_x: usize) -> (usize, usize) {
+    let target = tiles_per_task(total);
+    if tiles_x >= target {
+        let parts = tiles_x.div_ceil(target);
+        (1, tiles_x.div_ceil(parts).next_multiple_of(L).min(tiles_x))
+    } else {
+        ((target / tiles_x).clamp(1, tiles_y), tiles_x)
+    }
+}
 
 /// `conv2d(x, wt, padding p) + bias` for a 3×3 kernel, stride 1, NCHW. The caller checks the
 /// shapes: `x` is `[b, c, h, w]`, `wt` `[co, c, 3, 3]`, `bias` `[co]`, and `h + 2p ≥ 3`,
@@ -319,8 +475,7 @@ pub(crate) fn conv3x3(
     p: usize,
 ) -> candle_core::Result<Vec<f32>> {
     let (ho, wo) = (h + 2 * p - 2, w + 2 * p - 2);
-    let tiles_x = wo.div_ceil(M);
-    let per_img = ho.div_ceil(M) * tiles_x;
+    let (tiles_y, tiles_x) = (ho.div_ceil(M), wo.div_ceil(M));
     let geo = Geometry {
         c,
         co,
@@ -329,14 +484,27 @@ pub(crate) fn conv3x3(
         ho,
         wo,
         p,
-        tiles_x,
-        per_img,
     };
-    let total = b * per_img;
+    let total = b * tiles_y * tiles_x;
     let xi_n = A * A;
     let threads = rayon::current_num_threads();
-    let tile_n = tiles_per_task(total);
-    let tasks = total.div_ceil(tile_n);
+    let (rows, cols) = block_shape(total, tiles_y, tiles_x);
+    let (nby, nbx) = (tiles_y.div_ceil(rows), tiles_x.div_ceil(cols));
+    let tasks = b * nby * nbx;
+    let block = |t: usize| {
+        let (bi, r) = (t / (nby * nbx), t % (nby * nbx));
+        let (ty0, tx0) = ((r / nbx) * rows, (r % nbx) * cols);
+        Block {
+            bi,
+            ty0,
+            ty1: (ty0 + rows).min(tiles_y),
+            tx0,
+            tx1: (tx0 + cols).min(tiles_x),
+        }
+    };
+    let tile_n = rows * cols;
+    let (v_len, m_len) = (xi_n * tile_n * c, xi_n * tile_n * co + SLACK);
+    let s_len = c * (2 * rows + 2) * (2 * cols + 2) + SLACK;
     let mut out = vec![0f32; b * co * ho * wo];
     let out_ptr = SendPtr(out.as_mut_ptr());
     let stop = crate::model::interrupt::current();
@@ -349,29 +517,32 @@ pub(crate) fn conv3x3(
             .for_each(|i| weights(wt, geo, (i * chunk, ((i + 1) * chunk).min(c)), u_ptr));
         let u: &[f32] = u;
         let run_task = |task: usize, scratch: &mut [f32], par: gemm::Parallelism| {
-            let t0 = task * tile_n;
-            let tn = tile_n.min(total - t0);
-            let (v, m) = scratch.split_at_mut(xi_n * tn * c);
-            let m = &mut m[..xi_n * tn * co];
-            input(x, geo, (t0, tn), v);
+            let blk = block(task);
+            let tn = blk.tiles();
+            let (v, rest) = scratch.split_at_mut(v_len);
+            let (m, s) = rest.split_at_mut(m_len);
+            let (sr, sw) = blk.window();
+            let s = &mut s[..c * sr * sw + SLACK];
+            window(x, geo, blk, s);
+            input(s, geo, blk, v);
             for xi in 0..xi_n {
-                // SAFETY: U[ξ] is c×co column-major, V[ξ] c×tn column-major (tile k at k·c),
-                // M[ξ] co×tn column-major, all inside their buffers; M is this task's own.
+                // SAFETY: U[ξ] is c×co column-major (co innermost), V[ξ] c×tn row-major (tile
+                // innermost), M[ξ] co×tn row-major, all inside their buffers; M is this task's.
                 unsafe {
                     gemm::gemm(
                         co,
                         tn,
                         c,
-                        m.as_mut_ptr().add(xi * tn * co),
-                        co as isize,
+                        m.as_mut_ptr().add(xi * co * tn),
                         1,
+                        tn as isize,
                         false,
                         u.as_ptr().add(xi * c * co),
                         co as isize,
                         1,
-                        v.as_ptr().add(xi * tn * c),
-                        c as isize,
+                        v.as_ptr().add(xi * c * tn),
                         1,
+                        tn as isize,
                         0.0,
                         1.0,
                         false,
@@ -381,9 +552,9 @@ pub(crate) fn conv3x3(
                     );
                 }
             }
-            output(m, bias, geo, (t0, tn), out_ptr);
+            output(m, bias, geo, blk, out_ptr);
         };
-        let scratch_len = xi_n * tile_n * (c + co);
+        let scratch_len = v_len + m_len + s_len;
         if tasks >= 2 * threads {
             (0..tasks).into_par_iter().for_each(|t| {
                 if !stopped() {
@@ -494,6 +665,14 @@ mod tests {
             (1, 130, 9, 33, 47, 1),
             (2, 40, 130, 33, 47, 0),
             (2, 64, 64, 16, 16, 1),
+            // Odd sizes, rows of tiles off the 16-tile vectors (34 and 17 a row), several rows a
+            // task, both paddings, a batch.
+            (2, 20, 18, 37, 67, 1),
+            (2, 19, 21, 36, 35, 0),
+            // Rows longer than a task: each row split into blocks (80 + 70 tiles), the second
+            // ending in a short vector.
+            (1, 16, 16, 9, 301, 0),
+            (2, 17, 16, 8, 299, 1),
         ] {
             let (x, wt, bias) = data(b, c, co, h, w)?;
             let want = x
@@ -537,7 +716,7 @@ mod tests {
     }
 
     /// `cargo test --release --lib winograd_report -- --ignored --nocapture`: the accuracy table
-    /// and the timings that set [`choose`]'s thresholds.
+    /// and the timings that set [`pays`]'s thresholds.
     #[test]
     #[ignore]
     fn winograd_report() -> Result<()> {
