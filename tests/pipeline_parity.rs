@@ -554,3 +554,82 @@ fn cli_rejects_a_bad_layout_with_a_message() {
         "{stderr}"
     );
 }
+
+/// bf16 asked for on a CPU with AMX: an f32 model whose UNet linear layers multiply bf16 operands
+/// with f32 accumulation (PyTorch's CPU autocast). There is no bf16 reference to hold it to (the
+/// kernel itself is checked against bf16-rounded operands to 1e-5 in `cpu_ops::amx`), so this
+/// checks what bf16 rounding allows: one UNet evaluation of each fixture model within 1e-2 of f32
+/// (8-bit mantissas: ~4e-3 per rounded operand), and whole generations, where the tiny random
+/// models amplify differences over the steps, within 1e-1 of diffusers' f32 result, far from the
+/// O(1) a wrong tile layout or a missing bias gives. Both differ from f32, so bf16 really ran.
+#[test]
+fn bf16_on_an_amx_cpu_is_f32_with_bf16_products() {
+    if !glichen::model::linear::bf16_matmuls_supported() {
+        let source = ModelSource::Folder(fixtures().join("models/tiny-a"));
+        let m = GligenModel::load(&source, &Device::Cpu, DType::BF16).unwrap();
+        assert_eq!(m.dtype, DType::BF16, "without AMX bf16 is candle's bf16");
+        assert!(!m.unet.bf16_matmuls());
+        eprintln!("no AMX-BF16 on this CPU: the bf16-product comparison is skipped");
+        return;
+    }
+    let mut worst = 0f64;
+    let mut checked = 0;
+    for name in ["tiny-a", "tiny-b"] {
+        let path = fixtures().join("models").join(name);
+        let bf16 = GligenModel::load(
+            &ModelSource::Folder(path.clone()),
+            &Device::Cpu,
+            DType::BF16,
+        )
+        .unwrap();
+        assert_eq!(bf16.dtype, DType::F32);
+        assert!(bf16.unet.bf16_matmuls());
+
+        let f32_model = model(&path);
+        let cfg = &f32_model.unet.config;
+        let dev = Device::Cpu;
+        let sample = Tensor::randn(0f32, 1.0, (2, cfg.in_channels, 16, 16), &dev).unwrap();
+        let hidden = f32_model.text_encoder.config.hidden_size;
+        let context = Tensor::randn(0f32, 1.0, (2, 77, hidden), &dev).unwrap();
+        let want = f32_model
+            .unet
+            .forward(&sample, 500.0, &context, None)
+            .unwrap();
+        let got = bf16.unet.forward(&sample, 500.0, &context, None).unwrap();
+        let one = rel_l2(&got, &want);
+        println!("{name}: one UNet evaluation, bf16 products against f32: rel L2 {one:.3e}");
+        assert!(one > 1e-6 && one <= 1e-2, "{name}: {one:.3e}");
+
+        for dir in case_dirs(&fixtures().join("cases")) {
+            if case_model(&dir).file_name().unwrap() != name {
+                continue;
+            }
+            let c = case(&dir);
+            if c.dir.join("noise.safetensors").is_file() {
+                continue;
+            }
+            let inputs = GenerateInputs {
+                init_latents: Some(c.init.clone()),
+                noise: None,
+                base_dir: Some(c.dir.clone()),
+                on_phase: None,
+            };
+            let out = bf16
+                .generate_with(
+                    &c.layout,
+                    &options(&c, &c.layout),
+                    &inputs,
+                    &mut |_| {},
+                    &CancelToken::new(),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let err = rel_l2(&out.latents, &expected(&c));
+            println!("{:<34} whole generation: rel L2 {err:.3e}", c.name);
+            assert!(err > 1e-6 && err <= 1e-1, "{}: {err:.3e}", c.name);
+            worst = worst.max(err);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} cases");
+    println!("worst whole generation: {worst:.3e} over {checked} cases");
+}

@@ -1,8 +1,9 @@
 //! Attention and feed-forward layers shared by the UNet's transformer blocks and the GLIGEN fuser,
 //! laid out as diffusers names them (`to_q`, `to_k`, `to_v`, `to_out.0`, `ff.net.0.proj`, `ff.net.2`).
 
+use super::linear::{linear, linear_no_bias, Linear};
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Largest score block (f32 elements) materialised at once: 4M elements = 16 MiB. Blocks stay
 /// below the allocator's mmap threshold, so they are recycled from the heap instead of being mapped,

@@ -9,6 +9,7 @@ pub mod cpu_ops;
 pub mod depth_anything;
 pub mod hed;
 pub mod interrupt;
+pub mod linear;
 pub mod position_net;
 pub mod spatial;
 pub mod taesd;

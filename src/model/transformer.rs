@@ -3,8 +3,9 @@
 
 use super::attention::{Attention, FeedForward};
 use super::blocks::{conv2d, group_norm, Conv2d, GroupNorm};
+use super::linear::{linear, Linear};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, Conv2dConfig, LayerNorm, VarBuilder};
 
 /// What the fuser of every block receives for one UNet evaluation.
 #[derive(Debug, Clone)]

@@ -328,6 +328,9 @@ pub struct UNet2DConditionModel {
     conv_out: Conv2d,
     pub position_net: Option<PositionNet>,
     pub config: UNetConfig,
+    /// Whether the transformer blocks' linear layers multiply in bf16 (f32 accumulation) on a CPU
+    /// with AMX; see [`super::linear::with_bf16_matmuls`].
+    bf16_matmuls: bool,
 }
 
 impl UNet2DConditionModel {
@@ -544,6 +547,7 @@ impl UNet2DConditionModel {
             conv_out,
             position_net,
             config: cfg.clone(),
+            bf16_matmuls: false,
         })
     }
 
@@ -602,6 +606,29 @@ impl UNet2DConditionModel {
     /// [`Self::forward`] with another first conv in place of `conv_in` (a spatial-map checkpoint
     /// after its grounding ends: Stable Diffusion's own, on the 4 latent channels alone).
     pub fn forward_with_first_conv(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        grounding: Option<&Grounding>,
+        first_conv: Option<&Conv2d>,
+    ) -> Result<Tensor> {
+        super::linear::with_bf16_matmuls(self.bf16_matmuls, || {
+            self.evaluate(sample, timestep, context, grounding, first_conv)
+        })
+    }
+
+    /// Multiplies the linear layers in bf16 with f32 accumulation where the CPU has AMX (an f32
+    /// model: activations, norms, attention and convolutions stay f32).
+    pub fn set_bf16_matmuls(&mut self, on: bool) {
+        self.bf16_matmuls = on;
+    }
+
+    pub fn bf16_matmuls(&self) -> bool {
+        self.bf16_matmuls
+    }
+
+    fn evaluate(
         &self,
         sample: &Tensor,
         timestep: f64,

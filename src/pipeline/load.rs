@@ -130,6 +130,22 @@ pub fn parse_dtype(name: &str) -> Result<DType, UnknownDType> {
     }
 }
 
+/// The dtype to build a model's tensors in when `requested` is asked for on `device`, and whether
+/// its UNet's linear layers then multiply in bf16. bf16 on a CPU with AMX-BF16 is an f32 model whose
+/// transformer-block linear layers multiply bf16 operands with f32 accumulation, as PyTorch's CPU
+/// autocast does: those products run several times faster than in f32, while norms, softmax,
+/// convolutions and the residual stream keep f32 (and Glichen's fused f32 kernels). Elsewhere the
+/// dtype is used as asked (on other CPUs candle converts each bf16 operation, which saves memory,
+/// not time).
+pub fn cpu_bf16_plan(device: &Device, requested: DType) -> (DType, bool) {
+    if device.is_cpu() && requested == DType::BF16 && crate::model::linear::bf16_matmuls_supported()
+    {
+        (DType::F32, true)
+    } else {
+        (requested, false)
+    }
+}
+
 /// Loading choices beyond the model itself.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -216,6 +232,7 @@ impl GligenModel {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self, PipelineError> {
+        let (dtype, bf16_matmuls) = cpu_bf16_plan(device, dtype);
         let mut model = match source {
             ModelSource::Folder(root) => {
                 Self::load_diffusers(&DiffusersFolder::open(root)?, device, dtype)?
@@ -242,6 +259,7 @@ impl GligenModel {
             }
             model.preview_decoder = Some(taesd);
         }
+        model.unet.set_bf16_matmuls(bf16_matmuls);
         Ok(model)
     }
 

@@ -18,7 +18,9 @@ pub mod spatial;
 
 pub use grounding::{ImageGrounding, IMAGE_FEATURE_NORM, MAX_GROUNDING_SLOTS};
 pub use inpaint::Inpaint;
-pub use load::{parse_device, parse_dtype, DeviceError, LoadError, LoadOptions, UnknownDType};
+pub use load::{
+    cpu_bf16_plan, parse_device, parse_dtype, DeviceError, LoadError, LoadOptions, UnknownDType,
+};
 pub use memory::{MemoryCheck, MemoryEstimate, NotEnoughMemory};
 pub use noise::{
     ensure_finite, latents_from_bytes, pooled_noise, read_latents_tensor, seeded_noise,

@@ -125,6 +125,8 @@ pub(super) fn random_var_builder(
 
 /// A full-size SD 1.4 GLIGEN pipeline with random weights, built in memory.
 pub(super) fn random_sd14_gligen(dev: &Device, dtype: DType) -> Result<GligenModel> {
+    // The same plan a loaded model gets: bf16 on an AMX CPU is f32 with bf16 products.
+    let (dtype, bf16_matmuls) = glichen::pipeline::cpu_bf16_plan(dev, dtype);
     let clip_cfg: ClipTextConfig = serde_json::from_str(SD14_CLIP_CONFIG)?;
     let unet_cfg: UNetConfig = serde_json::from_str(SD14_GLIGEN_UNET_CONFIG)?;
     let vae_cfg: VaeConfig = serde_json::from_str(SD14_VAE_CONFIG)?;
@@ -146,7 +148,8 @@ pub(super) fn random_sd14_gligen(dev: &Device, dtype: DType) -> Result<GligenMod
         "position_net.linears.4.weight".to_string(),
         Shape::from((cross, 512)),
     );
-    let unet = UNet2DConditionModel::new(random_var_builder(dtype, dev, unchecked), &unet_cfg)?;
+    let mut unet = UNet2DConditionModel::new(random_var_builder(dtype, dev, unchecked), &unet_cfg)?;
+    unet.set_bf16_matmuls(bf16_matmuls);
     let vae = AutoencoderKL::new(random_var_builder(dtype, dev, HashMap::new()), &vae_cfg)?;
     Ok(GligenModel {
         tokenizer: ClipTokenizer::builtin()?,

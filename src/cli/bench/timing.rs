@@ -62,6 +62,16 @@ pub(super) fn measure(
     RowResult::from_times(key, dtype, times, peak_rss_bytes(), probe.other_load())
 }
 
+/// The dtype a row is reported under: the one asked for, also when bf16 on an AMX CPU runs as an
+/// f32 model with bf16 products ([`pipeline::cpu_bf16_plan`]).
+fn label(model: &GligenModel) -> &'static str {
+    if model.unet.bf16_matmuls() {
+        "bf16"
+    } else {
+        dtype_name(model.dtype)
+    }
+}
+
 /// Every Glichen row of one dtype.
 pub(super) fn bench_glichen(
     args: &BenchArgs,
@@ -105,7 +115,7 @@ fn bench_glichen_rows(
 ) -> Result<Vec<RowResult>> {
     let dev = &model.device;
     let dtype = model.dtype;
-    let dn = dtype_name(dtype);
+    let dn = label(model);
     let n_boxes = args.boxes;
     let slots = pipeline::MAX_GROUNDING_SLOTS;
     let lat = args.size / model.vae_scale_factor();
@@ -225,7 +235,7 @@ fn bench_glichen_rows(
 }
 
 fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec<RowResult> {
-    let dn = dtype_name(model.dtype);
+    let dn = label(model);
     let wanted = |k: &str| rows.contains(&k);
     let fail = |e: String| -> Vec<RowResult> {
         ["generation", "first_preview"]
@@ -307,7 +317,7 @@ fn bench_generation(args: &BenchArgs, rows: &[&str], model: &GligenModel) -> Vec
 /// Time from a Cancel to the generation's return, with the cancel landing at spread-out moments
 /// of the first steps (so inside UNet evaluations, attention and convolutions alike).
 fn cancel_latency(args: &BenchArgs, model: &GligenModel) -> RowResult {
-    let dn = dtype_name(model.dtype);
+    let dn = label(model);
     let layout = match bench_layout(args.size, args.boxes, args.steps, args.scheduler) {
         Ok(l) => l,
         Err(e) => return RowResult::failed("cancel_latency", dn, format!("{e:#}")),

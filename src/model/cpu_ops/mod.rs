@@ -9,6 +9,7 @@
 //! single-threaded inside rayon tasks so that many small products run side by side instead of
 //! each one being split across threads.
 
+pub mod amx;
 mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attn_avx512;
@@ -32,7 +33,7 @@ pub fn fused_cpu(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(d) => d.as_slice(),
         _ => candle_core::bail!("fused CPU kernel: {what} must be f32"),

@@ -1,0 +1,344 @@
+use super::*;
+use core::arch::asm;
+use core::arch::x86_64::*;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Palette-1 tile configuration: all eight tiles 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+impl TileConfig {
+    fn full() -> TileConfig {
+        let mut c = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for i in 0..8 {
+            c.colsb[i] = 64;
+            c.rows[i] = TILE as u8;
+        }
+        c
+    }
+}
+
+/// Holds the tile configuration of the current thread for its lifetime.
+pub(super) struct TileGuard;
+
+impl TileGuard {
+    /// # Safety
+    /// AMX must be usable in this process ([`available`] returned true), and no other code
+    /// may use tiles on this thread while the guard lives.
+    pub(super) unsafe fn new() -> TileGuard {
+        let cfg = TileConfig::full();
+        // SAFETY: the caller guarantees AMX is enabled; `cfg` is a valid 64-byte palette-1
+        // configuration and lives across the instruction.
+        unsafe { asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly)) };
+        TileGuard
+    }
+}
+
+impl Drop for TileGuard {
+    fn drop(&mut self) {
+        // SAFETY: a guard only exists after a successful ldtilecfg on this thread; releasing
+        // returns the tile state to init so context switches stay cheap.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// Computes one 32×32 C block over `kblocks` k blocks.
+///
+/// `a`: two A tiles per k block, 2 KiB apart per block (`[kb][tile][16][32 bf16]`).
+/// `b`: two B tiles per k block, same shape. The accumulators start from `init`
+/// (row stride `init_stride` bytes, 0 to broadcast a bias row) and are stored to `c`
+/// (row stride `ldc` bytes).
+///
+/// # Safety
+/// The tile configuration from [`TileGuard`] must be loaded on this thread; `a` and `b` must
+/// be readable for `kblocks * 2048` bytes, `init` for the 32 rows × 128 bytes it addresses and
+/// `c` writable for 32 rows × 128 bytes at stride `ldc`; `kblocks >= 1`.
+#[inline(always)]
+pub(super) unsafe fn kernel_2x2(
+    a: *const u8,
+    b: *const u8,
+    kblocks: usize,
+    init: *const u8,
+    init_stride: usize,
+    c: *mut u8,
+    ldc: usize,
+) {
+    // SAFETY: pointers and sizes as promised by the caller; tmm0-7 are configured 16×64.
+    unsafe {
+        asm!(
+            "tileloadd tmm0, [{init} + {is}*1]",
+            "tileloadd tmm1, [{init} + {is}*1 + 64]",
+            "tileloadd tmm2, [{init2} + {is}*1]",
+            "tileloadd tmm3, [{init2} + {is}*1 + 64]",
+            "2:",
+            "tileloadd tmm4, [{a} + {s}*1]",
+            "tileloadd tmm6, [{b} + {s}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a}, 2048",
+            "add {b}, 2048",
+            "dec {kb}",
+            "jnz 2b",
+            "tilestored [{c} + {ldc}*1], tmm0",
+            "tilestored [{c} + {ldc}*1 + 64], tmm1",
+            "tilestored [{c2} + {ldc}*1], tmm2",
+            "tilestored [{c2} + {ldc}*1 + 64], tmm3",
+            init = in(reg) init,
+            init2 = in(reg) init.add(init_stride * TILE),
+            is = in(reg) init_stride,
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            s = in(reg) 64usize,
+            kb = inout(reg) kblocks => _,
+            c = in(reg) c,
+            c2 = in(reg) c.add(ldc * TILE),
+            ldc = in(reg) ldc,
+            options(nostack),
+        );
+    }
+}
+
+/// Converts block-local rows `[r_begin, r_end)` of the row block starting at `row0` to bf16
+/// A tiles in `dst`, laid out `[pair][kb][tile][16 rows][32 bf16]`. Rows at or beyond `rows`
+/// (the valid rows of the block) and k beyond `k` are zero.
+///
+/// # Safety
+/// AVX-512F/BW/BF16 must be available; `a` must hold `(row0 + rows) * k` elements; `dst` must
+/// hold `ceil(r_end / 32) * kblocks * 32` lines.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pack_a(
+    a: &[f32],
+    k: usize,
+    row0: usize,
+    rows: usize,
+    kblocks: usize,
+    r_begin: usize,
+    r_end: usize,
+    dst: &mut [Line],
+) {
+    let full = k / TILE_K;
+    let rem = k % TILE_K;
+    let mask_lo: __mmask16 = if rem >= 16 {
+        0xffff
+    } else {
+        ((1u32 << rem) - 1) as u16
+    };
+    let mask_hi: __mmask16 = if rem <= 16 {
+        0
+    } else {
+        ((1u32 << (rem - 16)) - 1) as u16
+    };
+    for r in r_begin..r_end {
+        let line0 = (r / BLOCK) * kblocks * 2 * TILE + ((r % BLOCK) / TILE) * TILE + r % TILE;
+        let lines = &mut dst[line0..line0 + (kblocks - 1) * 2 * TILE + 1];
+        if r >= rows {
+            for kb in 0..kblocks {
+                lines[kb * 2 * TILE] = ZERO_LINE;
+            }
+            continue;
+        }
+        let src = &a[(row0 + r) * k..(row0 + r) * k + k];
+        let out = lines.as_mut_ptr() as *mut __m512i;
+        for kb in 0..full {
+            // SAFETY: `kb * 32 + 32 <= k`, so both loads stay inside the row; line
+            // `kb * 32` is inside `lines` (its length is `(kblocks - 1) * 32 + 1`).
+            unsafe {
+                let lo = _mm512_loadu_ps(src.as_ptr().add(kb * TILE_K));
+                let hi = _mm512_loadu_ps(src.as_ptr().add(kb * TILE_K + 16));
+                let v = _mm512_cvtne2ps_pbh(hi, lo);
+                _mm512_store_si512(
+                    out.add(kb * 2 * TILE),
+                    core::mem::transmute::<__m512bh, __m512i>(v),
+                );
+            }
+        }
+        if rem != 0 {
+            // SAFETY: the masks only enable the `rem` elements after `full * 32`, which are
+            // inside the row; line `full * 32` is the last line of `lines`.
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(mask_lo, src.as_ptr().add(full * TILE_K));
+                let hi = _mm512_maskz_loadu_ps(mask_hi, src.as_ptr().add(full * TILE_K + 16));
+                let v = _mm512_cvtne2ps_pbh(hi, lo);
+                _mm512_store_si512(
+                    out.add(full * 2 * TILE),
+                    core::mem::transmute::<__m512bh, __m512i>(v),
+                );
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread double buffer for packed A blocks, reused across calls so large blocks do
+    /// not page-fault in on every task.
+    static A_BUF: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint blocks of `out` through this pointer (see `matmul`).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above; the pointer itself is never used to create overlapping references.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Taking `self` makes closures capture the whole wrapper (which is `Send`) rather than
+    /// the raw pointer field (which is not).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Bytes of one tile.
+const TILE_BYTES: usize = TILE * 64;
+/// Target bytes of one packed A block; two of them (double buffer) plus a B panel should
+/// stay in L2.
+const A_BLOCK_BYTES: usize = 384 << 10;
+/// Most row pairs in one A block: more only saves B re-streaming, which is small by then.
+const MAX_BLOCK_PAIRS: usize = 8;
+/// Rayon tasks per thread, for load balance.
+const TASKS_PER_THREAD: usize = 4;
+
+pub(super) fn matmul(
+    a: &[f32],
+    m: usize,
+    packed: &PackedBf16,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (n, k, kblocks, npairs) = (packed.n, packed.k, packed.kblocks, packed.npairs);
+    let mpairs = m.div_ceil(BLOCK);
+    // Bias padded to the column blocking so the kernel can broadcast it with a zero stride;
+    // without bias the kernel broadcasts zeros from the same buffer.
+    let mut bias_pad = vec![0f32; npairs * BLOCK];
+    if let Some(b) = bias {
+        bias_pad[..n].copy_from_slice(&b[..n]);
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let block_pairs = (A_BLOCK_BYTES / (kblocks * 2 * TILE_BYTES))
+        .clamp(1, MAX_BLOCK_PAIRS)
+        .min(mpairs);
+    let m_blocks = mpairs.div_ceil(block_pairs);
+    let want = TASKS_PER_THREAD * threads;
+    // Many row blocks: each task takes a run of consecutive blocks and packs the next block
+    // while computing the current one. Few: split columns too so every thread has work.
+    let (groups, n_tasks) = if m_blocks >= want {
+        (want, 1)
+    } else {
+        (m_blocks, want.div_ceil(m_blocks).min(npairs))
+    };
+    let blocks_per_group = m_blocks.div_ceil(groups);
+    let groups = m_blocks.div_ceil(blocks_per_group);
+    let n_pairs_per_task = npairs.div_ceil(n_tasks);
+    let n_tasks = npairs.div_ceil(n_pairs_per_task);
+    let block_lines = block_pairs * kblocks * 2 * TILE;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let bias_pad = &bias_pad;
+
+    (0..groups * n_tasks).into_par_iter().for_each(|task| {
+        let out_ptr = out_ptr.get();
+        let (g, nt) = (task / n_tasks, task % n_tasks);
+        let b0 = g * blocks_per_group;
+        let b1 = (b0 + blocks_per_group).min(m_blocks);
+        let q0 = nt * n_pairs_per_task;
+        let q1 = (q0 + n_pairs_per_task).min(npairs);
+        // (first row, valid rows, row pairs) of row block `b`.
+        let block = |b: usize| {
+            let row0 = b * block_pairs * BLOCK;
+            let rows = (m - row0).min(block_pairs * BLOCK);
+            (row0, rows, rows.div_ceil(BLOCK))
+        };
+        A_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < 2 * block_lines {
+                buf.resize(2 * block_lines, ZERO_LINE);
+            }
+            let (mut cur, mut next) = buf.split_at_mut(block_lines);
+            next = &mut next[..block_lines];
+            {
+                let (row0, rows, pairs) = block(b0);
+                // SAFETY: `available()` checked AVX-512F/BW/BF16; `row0 + rows <= m` and
+                // `a` holds m*k elements; `cur` has `block_pairs * kblocks * 32` lines.
+                unsafe { pack_a(a, k, row0, rows, kblocks, 0, pairs * BLOCK, cur) };
+            }
+            let mut scratch = [ZERO_LINE; BLOCK * 2];
+            // SAFETY: `available()` is true, so AMX is enabled for this process; the guard is
+            // dropped before this closure returns and nothing else uses tiles meanwhile.
+            let _tiles = unsafe { TileGuard::new() };
+            for b in b0..b1 {
+                let (row0, _, pairs) = block(b);
+                // Packing of the next block is spread evenly over this block's kernel calls
+                // so its memory traffic hides behind the tile multiplies.
+                let next_block = (b + 1 < b1).then(|| block(b + 1));
+                let next_rows = next_block.map_or(0, |(_, _, p)| p * BLOCK);
+                let calls = pairs * (q1 - q0);
+                let mut packed_rows = 0;
+                // Column pairs outer: one B panel is reused from L1/L2 by every row pair of
+                // the block, while the A block stays in L2.
+                for call in 0..calls {
+                    let (q, p) = (q0 + call / pairs, call % pairs);
+                    let col0 = q * BLOCK;
+                    let cols = (n - col0).min(BLOCK);
+                    let bptr = packed.data[q * kblocks * 2 * TILE..].as_ptr() as *const u8;
+                    let init = bias_pad[col0..].as_ptr() as *const u8;
+                    let r0 = row0 + p * BLOCK;
+                    let rr = (m - r0).min(BLOCK);
+                    let aptr = cur[p * kblocks * 2 * TILE..].as_ptr() as *const u8;
+                    if rr == BLOCK && cols == BLOCK {
+                        // SAFETY: the 32×32 block at (r0, col0) is inside `out` (m×n) and no
+                        // other task writes it; A and B hold `kblocks` tile pairs from these
+                        // offsets; init reads 128 bytes of `bias_pad` (stride 0).
+                        unsafe {
+                            let c = out_ptr.add(r0 * n + col0) as *mut u8;
+                            kernel_2x2(aptr, bptr, kblocks, init, 0, c, n * 4);
+                        }
+                    } else {
+                        let sp = scratch.as_mut_ptr() as *mut u8;
+                        // SAFETY: as above, but C goes to the 32×128-byte scratch.
+                        unsafe { kernel_2x2(aptr, bptr, kblocks, init, 0, sp, 128) };
+                        let sf = scratch.as_ptr() as *const f32;
+                        for i in 0..rr {
+                            // SAFETY: row `r0 + i < m` and columns `col0..col0 + cols <= n`
+                            // belong to this task; scratch row `i` has 32 floats.
+                            unsafe {
+                                core::ptr::copy_nonoverlapping(
+                                    sf.add(i * BLOCK),
+                                    out_ptr.add((r0 + i) * n + col0),
+                                    cols,
+                                );
+                            }
+                        }
+                    }
+                    if let Some((nrow0, nrows, _)) = next_block {
+                        let upto = next_rows * (call + 1) / calls;
+                        if upto > packed_rows {
+                            // SAFETY: as for the first block; rows stay below `next_rows`,
+                            // which `next` is sized for.
+                            unsafe { pack_a(a, k, nrow0, nrows, kblocks, packed_rows, upto, next) };
+                            packed_rows = upto;
+                        }
+                    }
+                }
+                core::mem::swap(&mut cur, &mut next);
+            }
+        });
+    });
+}
