@@ -2,9 +2,10 @@
 //!
 //! In f32 a [`Linear`] is candle's (the same arithmetic the parity tests pin). Inside
 //! [`with_bf16_matmuls`] the calling thread's f32 linear layers on such a CPU multiply with bf16
-//! operands and f32 accumulation instead, as PyTorch's CPU autocast does: activations, norms,
-//! softmax and the residual stream stay f32, and each weight is packed to bf16 once, on first use,
-//! in the tile layout AMX reads. AMX's bf16 products run at many times the f32 rate of AVX-512,
+//! operands and f32 accumulation instead, as PyTorch's CPU autocast does, and so do the attention
+//! core's two products (`cpu_ops::multi_head_attention`): activations, norms, softmax and the
+//! residual stream stay f32, and each weight is packed to bf16 once, on first use, in the tile
+//! layout AMX reads. AMX's bf16 products run at many times the f32 rate of AVX-512,
 //! which makes the UNet's projections and feed-forward layers cheap; elsewhere (no AMX, another
 //! device, another dtype) the scope changes nothing.
 
@@ -18,7 +19,8 @@ thread_local! {
     static BF16_MATMULS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with this thread's f32 linear layers multiplying in bf16 (`on`) or f32, restoring the
+/// Runs `f` with this thread's f32 linear layers and attention products multiplying in bf16
+/// (`on`) or f32, restoring the
 /// previous choice afterwards, also when `f` panics (the worker thread survives a job's panic).
 pub fn with_bf16_matmuls<T>(on: bool, f: impl FnOnce() -> T) -> T {
     struct Restore(bool);

@@ -130,7 +130,11 @@ pub(super) fn load(
                 source,
                 limits: model.limits(),
                 default_scheduler: model.default_scheduler,
-                device: format!("{} {:?}", request.device, dtype),
+                device: if model.unet.bf16_matmuls() {
+                    format!("{} bf16 products on AMX, f32 activations", request.device)
+                } else {
+                    format!("{} {:?}", request.device, model.dtype)
+                },
                 load_time: started.elapsed(),
             };
             state.model = Some((model, info.clone()));

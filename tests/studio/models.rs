@@ -297,3 +297,38 @@ fn a_model_file_deleted_while_loaded_unloads_it_in_the_studio() {
         .any(|n| n.text.contains("was unloaded") && n.text.contains("diffusion_pytorch_model")));
     assert_eq!(h.state().layout(), &layout);
 }
+
+/// The "Precision" setting picks the dtype models load in: bf16 on this CPU is, with AMX, the f32
+/// model with bf16 products (the model panel says so) and otherwise candle's bf16; the choice is
+/// remembered in the settings.
+#[test]
+fn the_precision_setting_loads_the_model_in_bf16() {
+    let dir = temp_dir("precision");
+    let (mut h, answers) = studio_with(&dir.join("data"), None, false);
+    h.run();
+    h.get_by_label("Precision:").click();
+    h.run();
+    h.get_by_label("bf16: faster on AMX CPUs").click();
+    h.run();
+    assert_eq!(h.state().settings().dtype, "bf16");
+    answers
+        .lock()
+        .unwrap()
+        .push_back(Some(PathBuf::from(tiny_model())));
+    h.get_by_label("Choose model folder…").click();
+    wait_for(&mut h, "the model", Duration::from_secs(120), |a| {
+        matches!(
+            a.model_state(),
+            ModelState::Ready(_) | ModelState::Failed { .. }
+        )
+    });
+    let ModelState::Ready(info) = h.state().model_state() else {
+        panic!("model: {:?}", h.state().model_state())
+    };
+    let device = info.device.to_lowercase();
+    if glichen::model::linear::bf16_matmuls_supported() {
+        assert!(device.contains("bf16 products on amx"), "{device}");
+    } else {
+        assert!(device.contains("bf16"), "{device}");
+    }
+}

@@ -29,6 +29,8 @@ pub fn multi_head_attention(
             scale,
             block: QUERY_BLOCK,
             packed: packed_kernels(),
+            // Read here, on the calling thread, where the scope lives.
+            bf16: crate::model::linear::bf16_matmuls_active(),
         },
     )
 }
@@ -40,6 +42,8 @@ struct FusedAttention {
     block: usize,
     /// Whether to run the AVX-512 products on packed heads instead of `gemm`.
     packed: bool,
+    /// Whether the products run in bf16 on AMX ([`crate::model::linear::with_bf16_matmuls`]).
+    bf16: bool,
 }
 
 /// Whether this CPU runs the packed AVX-512 attention products (`GLICHEN_CPU_KERNELS=avx2` turns
@@ -80,6 +84,10 @@ impl CustomOp3 for FusedAttention {
             f32_slice(s3, l3, "v")?,
         );
         let (d, dv) = (qd / h, vd / h);
+        if self.bf16 && m > 0 && d > 0 && dv > 0 && b * n > 0 {
+            let out = self.amx_heads(q, k, v, (b, n, m), (d, dv))?;
+            return Ok((CpuStorage::F32(out), Shape::from((b, n, vd))));
+        }
         #[cfg(target_arch = "x86_64")]
         if self.packed && m > 0 && d > 0 && dv > 0 {
             let out = self.packed_heads(q, k, v, (b, n, m), (d, dv))?;
@@ -181,6 +189,86 @@ impl CustomOp3 for FusedAttention {
 }
 
 impl FusedAttention {
+    /// The bf16 path on AMX: each head's keys (scaled) and values packed once as bf16 tiles,
+    /// then per query block the scores and the probabilities' product with the values as tile
+    /// products with f32 accumulation; the softmax stays f32.
+    fn amx_heads(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        (b, n, m): (usize, usize, usize),
+        (d, dv): (usize, usize),
+    ) -> Result<Vec<f32>> {
+        use super::amx::{product_rows, PackedBf16};
+        let h = self.heads;
+        let (qd, vd) = (h * d, h * dv);
+        let scale = self.scale;
+        // Folding the scale into the keys saves a pass over every score block.
+        let heads: Vec<(PackedBf16, PackedBf16)> = (0..b * h)
+            .into_par_iter()
+            .map(|bh| {
+                let (bi, hi) = (bh / h, bh % h);
+                let k0 = bi * m * qd + hi * d;
+                let v0 = bi * m * vd + hi * dv;
+                (
+                    PackedBf16::pack_with(m, d, |j, dd| k[k0 + j * qd + dd] * scale),
+                    PackedBf16::pack_with(dv, m, |c, j| v[v0 + j * vd + c]),
+                )
+            })
+            .collect();
+        // Score rows padded to whole 32-key blocks, so that every block is stored in place.
+        let kp = m.div_ceil(32) * 32;
+        let mut out = vec![0f32; b * n * vd];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let qb = self.block.clamp(1, 512);
+        let blocks = n.div_ceil(qb);
+        let stop = crate::model::interrupt::current();
+        (0..b * h * blocks).into_par_iter().for_each(|task| {
+            if crate::model::interrupt::is_set(stop.as_ref()) {
+                return;
+            }
+            let (bh, blk) = (task / blocks, task % blocks);
+            let (bi, hi) = (bh / h, bh % h);
+            let r0 = blk * qb;
+            let rows = qb.min(n - r0);
+            let (keys, vals) = &heads[bh];
+            SCRATCH.with(|scratch| {
+                let mut scores = scratch.borrow_mut();
+                if scores.len() < rows * kp {
+                    scores.resize(rows * kp, 0.0);
+                }
+                let scores = &mut scores[..rows * kp];
+                let q0 = (bi * n + r0) * qd + hi * d;
+                // SAFETY: `scores` holds `rows` rows of `kp >= m` floats and is this task's.
+                unsafe {
+                    product_rows(&q[q0..], qd, rows, keys, scores.as_mut_ptr(), kp, kp);
+                }
+                let mut inv = [0f32; 512];
+                let inv = &mut inv[..rows];
+                for (row, inv) in scores.chunks_exact_mut(kp).zip(inv.iter_mut()) {
+                    *inv = 1.0 / softmax_numerator(&mut row[..m]);
+                }
+                // SAFETY: the output rows r0..r0+rows, columns hi·dv..(hi+1)·dv, are this
+                // task's alone (`out_cols` = dv keeps the stores inside the head).
+                unsafe {
+                    let o0 = out_ptr.get().add((bi * n + r0) * vd + hi * dv);
+                    product_rows(scores, kp, rows, vals, o0, vd, dv);
+                    for (r, inv) in inv.iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(o0.add(r * vd), dv);
+                        for x in row {
+                            *x *= inv;
+                        }
+                    }
+                }
+            });
+        });
+        if crate::model::interrupt::is_set(stop.as_ref()) {
+            return Err(crate::model::interrupt::interrupted());
+        }
+        Ok(out)
+    }
+
     /// The AVX-512 path: each head's keys and values packed once, then every query block through
     /// the register-blocked products of `attn_avx512`.
     #[cfg(target_arch = "x86_64")]
@@ -335,6 +423,7 @@ mod tests {
                     scale,
                     block: QUERY_BLOCK,
                     packed,
+                    bf16: false,
                 };
                 let got = q.apply_op3_no_bwd(&k, &v, &op)?;
                 let diff = (&got - &want)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
@@ -345,24 +434,48 @@ mod tests {
                     diff / norm
                 );
             }
+            // The bf16 tile products (run portably where the CPU has no AMX): q, the scaled
+            // keys, the probabilities and the values each rounded to 8 mantissa bits (~2e-3
+            // each), summed in f32.
+            let op = FusedAttention {
+                heads: h,
+                scale,
+                block: QUERY_BLOCK,
+                packed: false,
+                bf16: true,
+            };
+            let got = q.apply_op3_no_bwd(&k, &v, &op)?;
+            let diff = (&got - &want)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+            let norm = want.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+            let rel = diff / norm;
+            assert!(
+                rel > 1e-6 && rel < 1e-2,
+                "{b} {n} {m} {h} {d} {dv} bf16: {rel}"
+            );
         }
         Ok(())
     }
 
     /// `cargo test --release --lib attention_block_sizes -- --ignored --nocapture`: the query
-    /// block size and the two product paths at SD's largest self-attention (batch 2, 8 heads, 4096 tokens, 40 dims).
+    /// block size and the product paths (gemm, AVX-512, AMX bf16) at SD's largest self-attention (batch 2, 8 heads, 4096 tokens, 40 dims).
     #[test]
     #[ignore]
     fn attention_block_sizes() -> Result<()> {
         let dev = candle_core::Device::Cpu;
         let q = Tensor::randn(0f32, 1.0, (2, 4096, 320), &dev)?;
-        for packed in [false, packed_kernels()] {
+        let paths = [
+            (false, false),
+            (packed_kernels(), false),
+            (false, super::super::amx::available()),
+        ];
+        for (packed, bf16) in paths {
             for block in [16, 32, 64, 128, 256] {
                 let op = FusedAttention {
                     heads: 8,
                     scale: 0.15,
                     block,
                     packed,
+                    bf16,
                 };
                 q.apply_op3_no_bwd(&q, &q, &op)?;
                 let (t, cpu) = (std::time::Instant::now(), process_cpu_s());
@@ -370,7 +483,7 @@ mod tests {
                     q.apply_op3_no_bwd(&q, &q, &op)?;
                 }
                 println!(
-                    "packed {packed}, block {block}: {:?} wall, {:.3} s CPU",
+                    "packed {packed}, bf16 {bf16}, block {block}: {:?} wall, {:.3} s CPU",
                     t.elapsed() / 3,
                     (process_cpu_s() - cpu) / 3.0
                 );

@@ -134,13 +134,19 @@ impl PackedBf16 {
     /// Packs a row-major `[n, k]` f32 weight (PyTorch `Linear` layout: out × in).
     pub fn pack(weight: &[f32], n: usize, k: usize) -> PackedBf16 {
         assert!(
-            n >= 1 && k >= 1,
-            "amx::PackedBf16::pack: empty weight {n}x{k}"
-        );
-        assert!(
             weight.len() >= n * k,
             "amx::PackedBf16::pack: weight has {} elements, need {n}x{k}",
             weight.len()
+        );
+        Self::pack_with(n, k, |col, kk| weight[col * k + kk])
+    }
+
+    /// Packs the `[n, k]` operand whose element `(col, kk)` is `at(col, kk)`: a weight seen
+    /// through strides or transposed (an attention head's keys or values in place).
+    pub fn pack_with(n: usize, k: usize, at: impl Fn(usize, usize) -> f32 + Sync) -> PackedBf16 {
+        assert!(
+            n >= 1 && k >= 1,
+            "amx::PackedBf16::pack: empty weight {n}x{k}"
         );
         let kblocks = k.div_ceil(TILE_K);
         let npairs = n.div_ceil(BLOCK);
@@ -158,8 +164,8 @@ impl PackedBf16 {
                         if col >= n {
                             continue;
                         }
-                        let src = &weight[col * k..col * k + k];
-                        for (kk, &v) in src.iter().enumerate() {
+                        for kk in 0..k {
+                            let v = at(col, kk);
                             let kb = kk / TILE_K;
                             let r = (kk % TILE_K) / 2;
                             let pair = kk % 2;
@@ -204,6 +210,52 @@ impl PackedBf16 {
         let line = &self.data[((p * self.kblocks + kb) * 2 + t) * TILE + r];
         let off = c * 4 + (kk % 2) * 2;
         u16::from_le_bytes([line.0[off], line.0[off + 1]])
+    }
+}
+
+/// `out[r][c] = Σ_kk bf16(a[r][kk]) · packed[c][kk]` for `rows` rows of `a` (`lda` apart),
+/// single-threaded (for callers already inside a rayon task, such as one attention block).
+/// Writes columns `..packed.n()` of each output row and at most `out_cols` columns.
+///
+/// Without AMX it runs a slow portable loop with the same rounding.
+///
+/// # Safety
+/// `out` must be writable for `rows` rows of `out_cols` floats, `ldo` apart, that no other
+/// thread touches meanwhile.
+pub unsafe fn product_rows(
+    a: &[f32],
+    lda: usize,
+    rows: usize,
+    packed: &PackedBf16,
+    out: *mut f32,
+    ldo: usize,
+    out_cols: usize,
+) {
+    assert!(rows >= 1 && out_cols >= packed.n && ldo >= out_cols && lda >= packed.k);
+    assert!(
+        a.len() >= (rows - 1) * lda + packed.k,
+        "amx::product_rows: a has {} elements, need {rows} rows of {} at stride {lda}",
+        a.len(),
+        packed.k
+    );
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AMX is available; the caller promises `out`; `a` was checked above.
+        unsafe { x86::product_rows(a, lda, rows, packed, out, ldo, out_cols) };
+        return;
+    }
+    for r in 0..rows {
+        let ar: Vec<f32> = a[r * lda..r * lda + packed.k]
+            .iter()
+            .map(|&v| bf16_to_f32(f32_to_bf16(v)))
+            .collect();
+        for c in 0..packed.n {
+            let s: f32 = (0..packed.k)
+                .map(|kk| ar[kk] * bf16_to_f32(packed.get(c, kk)))
+                .sum();
+            // SAFETY: row `r < rows`, column `c < n <= out_cols`, inside the caller's region.
+            unsafe { *out.add(r * ldo + c) = s };
+        }
     }
 }
 

@@ -410,3 +410,46 @@ fn amx_vs_gemm_f32() {
         });
     }
 }
+
+/// `product_rows` (one attention task's products): operands through strides and transposes
+/// ([`PackedBf16::pack_with`]), rows and columns with tails, and nothing written outside the
+/// `rows × out_cols` window of a wider output (another head's columns). Runs the portable loop
+/// where AMX is missing, against the same reference.
+#[test]
+fn product_rows_strided_and_bounded() {
+    let mut rng = Rng(7);
+    for &(rows, k, n, lda, out_cols, ldo) in &[
+        (64, 40, 300, 120, 320, 320),
+        (64, 300, 40, 320, 40, 120),
+        (7, 33, 17, 40, 17, 51),
+        (33, 64, 64, 64, 64, 64),
+        (1, 1, 1, 1, 1, 3),
+    ] {
+        let a = rng.vec((rows - 1) * lda + k);
+        // The packed operand seen transposed: element (col, kk) at src[kk * n + col].
+        let src = rng.vec(k * n);
+        let p = PackedBf16::pack_with(n, k, |col, kk| src[kk * n + col]);
+        let mut out = vec![f32::NAN; rows * ldo];
+        // SAFETY: `out` holds `rows` rows of `ldo >= out_cols` floats and is this test's.
+        unsafe { product_rows(&a, lda, rows, &p, out.as_mut_ptr(), ldo, out_cols) };
+        let dense_a: Vec<f32> = (0..rows)
+            .flat_map(|r| a[r * lda..r * lda + k].to_vec())
+            .collect();
+        let dense_w: Vec<f32> = (0..n)
+            .flat_map(|c| (0..k).map(move |kk| (c, kk)))
+            .map(|(c, kk)| src[kk * n + c])
+            .collect();
+        let got: Vec<f32> = (0..rows)
+            .flat_map(|r| out[r * ldo..r * ldo + n].to_vec())
+            .collect();
+        check(&dense_a, &dense_w, None, rows, n, k, &got);
+        for r in 0..rows {
+            assert!(
+                out[r * ldo + out_cols..(r + 1) * ldo]
+                    .iter()
+                    .all(|v| v.is_nan()),
+                "{rows}x{k}x{n}: wrote past out_cols in row {r}"
+            );
+        }
+    }
+}

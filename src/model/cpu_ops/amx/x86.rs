@@ -115,18 +115,19 @@ pub(super) unsafe fn kernel_2x2(
     }
 }
 
-/// Converts block-local rows `[r_begin, r_end)` of the row block starting at `row0` to bf16
-/// A tiles in `dst`, laid out `[pair][kb][tile][16 rows][32 bf16]`. Rows at or beyond `rows`
+/// Converts block-local rows `[r_begin, r_end)` of the row block starting at `row0` (rows `lda`
+/// apart in `a`) to bf16 A tiles in `dst`, laid out `[pair][kb][tile][16 rows][32 bf16]`. Rows at or beyond `rows`
 /// (the valid rows of the block) and k beyond `k` are zero.
 ///
 /// # Safety
-/// AVX-512F/BW/BF16 must be available; `a` must hold `(row0 + rows) * k` elements; `dst` must
+/// AVX-512F/BW/BF16 must be available; `a` must hold `(row0 + rows - 1) * lda + k` elements; `dst` must
 /// hold `ceil(r_end / 32) * kblocks * 32` lines.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn pack_a(
     a: &[f32],
     k: usize,
+    lda: usize,
     row0: usize,
     rows: usize,
     kblocks: usize,
@@ -155,7 +156,7 @@ pub(super) unsafe fn pack_a(
             }
             continue;
         }
-        let src = &a[(row0 + r) * k..(row0 + r) * k + k];
+        let src = &a[(row0 + r) * lda..(row0 + r) * lda + k];
         let out = lines.as_mut_ptr() as *mut __m512i;
         for kb in 0..full {
             // SAFETY: `kb * 32 + 32 <= k`, so both loads stay inside the row; line
@@ -277,7 +278,7 @@ pub(super) fn matmul(
                 let (row0, rows, pairs) = block(b0);
                 // SAFETY: `available()` checked AVX-512F/BW/BF16; `row0 + rows <= m` and
                 // `a` holds m*k elements; `cur` has `block_pairs * kblocks * 32` lines.
-                unsafe { pack_a(a, k, row0, rows, kblocks, 0, pairs * BLOCK, cur) };
+                unsafe { pack_a(a, k, k, row0, rows, kblocks, 0, pairs * BLOCK, cur) };
             }
             let mut scratch = [ZERO_LINE; BLOCK * 2];
             // SAFETY: `available()` is true, so AMX is enabled for this process; the guard is
@@ -332,7 +333,9 @@ pub(super) fn matmul(
                         if upto > packed_rows {
                             // SAFETY: as for the first block; rows stay below `next_rows`,
                             // which `next` is sized for.
-                            unsafe { pack_a(a, k, nrow0, nrows, kblocks, packed_rows, upto, next) };
+                            unsafe {
+                                pack_a(a, k, k, nrow0, nrows, kblocks, packed_rows, upto, next);
+                            };
                             packed_rows = upto;
                         }
                     }
@@ -340,5 +343,78 @@ pub(super) fn matmul(
                 core::mem::swap(&mut cur, &mut next);
             }
         });
+    });
+}
+
+/// `out[r][c] = Σ_kk bf16(a[r][kk]) · B[c][kk]` for `rows` rows of `a` (`lda` apart) on this
+/// thread alone: the products of one attention task, which already runs on a rayon worker.
+/// Column blocks that fit inside `out_cols` are stored straight into `out` (rows `ldo` apart),
+/// the last partial one through a scratch block, so nothing past `out_cols` is written.
+///
+/// # Safety
+/// [`available`] must be true; `a` must hold `(rows - 1) * lda + k` elements; `out` must be
+/// writable for `rows` rows of `out_cols >= packed.n` floats, `ldo` apart, and not be touched
+/// by any other thread meanwhile.
+pub(super) unsafe fn product_rows(
+    a: &[f32],
+    lda: usize,
+    rows: usize,
+    packed: &PackedBf16,
+    out: *mut f32,
+    ldo: usize,
+    out_cols: usize,
+) {
+    let (n, k, kblocks, npairs) = (packed.n, packed.k, packed.kblocks, packed.npairs);
+    let pairs = rows.div_ceil(BLOCK);
+    let lines = pairs * kblocks * 2 * TILE;
+    let zeros = [0f32; BLOCK];
+    A_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < lines {
+            buf.resize(lines, ZERO_LINE);
+        }
+        let abuf = &mut buf[..lines];
+        // SAFETY: AVX-512F/BW/BF16 come with `available()`; the caller promises `a`'s extent;
+        // `abuf` holds `pairs * kblocks * 32` lines.
+        unsafe { pack_a(a, k, lda, 0, rows, kblocks, 0, pairs * BLOCK, abuf) };
+        let mut scratch = [ZERO_LINE; BLOCK * 2];
+        // SAFETY: AMX is enabled (`available()`); the guard is dropped before returning.
+        let _tiles = unsafe { TileGuard::new() };
+        let init = zeros.as_ptr() as *const u8;
+        for q in 0..npairs {
+            let col0 = q * BLOCK;
+            let cols = (n - col0).min(BLOCK);
+            let bptr = packed.data[q * kblocks * 2 * TILE..].as_ptr() as *const u8;
+            for p in 0..pairs {
+                let r0 = p * BLOCK;
+                let rr = (rows - r0).min(BLOCK);
+                let aptr = abuf[p * kblocks * 2 * TILE..].as_ptr() as *const u8;
+                if rr == BLOCK && col0 + BLOCK <= out_cols {
+                    // SAFETY: 32 rows × 32 columns at (r0, col0) lie inside the caller's
+                    // region; A and B hold `kblocks` tile pairs from these offsets; `init` is
+                    // 128 zero bytes read at stride 0.
+                    unsafe {
+                        let c = out.add(r0 * ldo + col0) as *mut u8;
+                        kernel_2x2(aptr, bptr, kblocks, init, 0, c, ldo * 4);
+                    }
+                } else {
+                    let sp = scratch.as_mut_ptr() as *mut u8;
+                    // SAFETY: as above, with C going to the 32 × 128-byte scratch.
+                    unsafe { kernel_2x2(aptr, bptr, kblocks, init, 0, sp, 128) };
+                    let sf = scratch.as_ptr() as *const f32;
+                    for i in 0..rr {
+                        // SAFETY: row `r0 + i < rows`, columns `col0..col0 + cols <= n <=
+                        // out_cols`; scratch row `i` holds 32 floats.
+                        unsafe {
+                            core::ptr::copy_nonoverlapping(
+                                sf.add(i * BLOCK),
+                                out.add((r0 + i) * ldo + col0),
+                                cols,
+                            );
+                        }
+                    }
+                }
+            }
+        }
     });
 }
