@@ -97,16 +97,22 @@ impl Linear {
                     return None;
                 }
                 let (n, k) = w.dims2().ok()?;
-                let data = w.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+                // Packed straight from the weight's storage: a copy first would cost as much
+                // as the packing (1.7 GB for SD's UNet).
+                let weight = {
+                    let (storage, layout) = w.storage_and_layout();
+                    let candle_core::Storage::Cpu(cpu) = &*storage else {
+                        return None;
+                    };
+                    let data = cpu_ops::f32_slice(cpu, layout, "weight").ok()?;
+                    amx::PackedBf16::pack(data, n, k)
+                };
                 let bias = match self.inner.bias() {
                     Some(b) if cpu_ops::fused_cpu(b) => Some(b.to_vec1::<f32>().ok()?),
                     Some(_) => return None,
                     None => None,
                 };
-                Some(Arc::new(PackedLinear {
-                    weight: amx::PackedBf16::pack(&data, n, k),
-                    bias,
-                }))
+                Some(Arc::new(PackedLinear { weight, bias }))
             })
             .clone()
     }
