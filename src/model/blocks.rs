@@ -6,6 +6,7 @@
 use super::cpu_ops;
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+use std::sync::{Arc, OnceLock};
 
 /// `nn.Conv2d`: weight `[out, in / groups, k, k]`, bias `[out]`.
 #[derive(Debug, Clone)]
@@ -13,6 +14,9 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Tensor,
     config: Conv2dConfig,
+    /// The weight packed for bf16 tile products, made on the first one and shared by clones
+    /// (see [`super::linear::with_bf16_matmuls`]).
+    bf16: Arc<OnceLock<Option<Arc<cpu_ops::amx::PackedRows>>>>,
 }
 
 pub fn conv2d(
@@ -32,11 +36,7 @@ pub fn conv2d(
         "weight",
     )?;
     let bias = vb.get(out_channels, "bias")?;
-    Ok(Conv2d {
-        weight,
-        bias,
-        config,
-    })
+    Ok(Conv2d::new(weight, bias, config))
 }
 
 impl Conv2d {
@@ -46,11 +46,36 @@ impl Conv2d {
             weight,
             bias,
             config,
+            bf16: Arc::new(OnceLock::new()),
         }
     }
 
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    fn bf16_weight(&self) -> Option<Arc<cpu_ops::amx::PackedRows>> {
+        self.bf16
+            .get_or_init(|| {
+                let w = &self.weight;
+                if !cpu_ops::fused_cpu(w) {
+                    return None;
+                }
+                let (co, ci, kh, kw) = w.dims4().ok()?;
+                // The UNet's first and last convolutions (4 latent channels in or out) stay
+                // f32: they are cheap, and rounding the latents or the prediction itself to
+                // bf16 would cost more precision than every other layer together.
+                if co < 64 || ci * kh * kw < 256 {
+                    return None;
+                }
+                let (storage, layout) = w.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return None;
+                };
+                let data = cpu_ops::f32_slice(cpu, layout, "weight").ok()?;
+                cpu_ops::amx::PackedRows::pack(data, co, ci * kh * kw).map(Arc::new)
+            })
+            .clone()
     }
 }
 
@@ -58,6 +83,18 @@ impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         if c.groups == 1 && c.dilation == 1 && cpu_ops::fused_cpu(xs) {
+            if super::linear::bf16_matmuls_active() {
+                if let Some(packed) = self.bf16_weight() {
+                    return cpu_ops::conv2d_bf16(
+                        xs,
+                        &self.weight,
+                        packed,
+                        &self.bias,
+                        c.stride,
+                        c.padding,
+                    );
+                }
+            }
             return cpu_ops::conv2d(xs, &self.weight, &self.bias, c.stride, c.padding);
         }
         let ys = xs.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?;

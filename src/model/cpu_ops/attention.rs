@@ -213,7 +213,7 @@ impl FusedAttention {
                 let v0 = bi * m * vd + hi * dv;
                 (
                     PackedBf16::pack_with(m, d, |j, dd| k[k0 + j * qd + dd] * scale),
-                    PackedBf16::pack_with(dv, m, |c, j| v[v0 + j * vd + c]),
+                    PackedBf16::pack_k_major(&v[v0..], vd, dv, m),
                 )
             })
             .collect();

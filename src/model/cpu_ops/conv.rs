@@ -1,10 +1,12 @@
 //! 2-D convolution through im2col in cache-sized tiles, or Winograd for the 3×3 stride-1 ones
 //! large enough to pay for its transforms.
 
+use super::amx::{product_packed, PackedBf16, PackedRows};
 use super::winograd;
 use super::{f32_slice, SendPtr, SCRATCH};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// A 2-D convolution (`[batch, in, h, w]` by `[out, in, kh, kw]`, groups 1, dilation 1) plus
 /// bias, CPU f32. Output pixels are processed in tiles: a tile's im2col matrix (rows in the
@@ -18,6 +20,30 @@ pub fn conv2d(
     padding: usize,
 ) -> Result<Tensor> {
     conv2d_with(x, weight, bias, stride, padding, !im2col_forced())
+}
+
+/// [`conv2d`] with bf16 tile products on AMX: `packed` is `weight` as a `[out, in·kh·kw]`
+/// [`PackedRows`]; each tile of output pixels is rounded to bf16 once and every output channel
+/// multiplies it with f32 accumulation onto the bias.
+pub fn conv2d_bf16(
+    x: &Tensor,
+    weight: &Tensor,
+    packed: Arc<PackedRows>,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
+    x.apply_op3_no_bwd(
+        &weight,
+        &bias,
+        &FusedConv2d {
+            stride,
+            padding,
+            winograd: false,
+            amx: Some(packed),
+        },
+    )
 }
 
 /// [`conv2d`], with Winograd allowed or not (tests compare the two in one process).
@@ -37,6 +63,7 @@ pub(super) fn conv2d_with(
             stride,
             padding,
             winograd,
+            amx: None,
         },
     )
 }
@@ -55,6 +82,8 @@ struct FusedConv2d {
     padding: usize,
     /// Whether 3×3 stride-1 convolutions may take the Winograd path.
     winograd: bool,
+    /// The weight packed for bf16 tile products ([`conv2d_bf16`]).
+    amx: Option<Arc<PackedRows>>,
 }
 
 /// im2col elements per tile (4 MiB of f32).
@@ -92,6 +121,25 @@ impl CustomOp3 for FusedConv2d {
             f32_slice(s3, l3, "bias")?,
         );
         let (ho, wo) = ((h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1);
+        if let Some(a) = &self.amx {
+            if a.rows() != co || a.k() != ci * kh * kw {
+                candle_core::bail!(
+                    "fused conv2d: packed weight {}x{} does not fit {:?}",
+                    a.rows(),
+                    a.k(),
+                    l2.shape()
+                );
+            }
+            let geometry = Geometry {
+                input: (b, c, h, w),
+                kernel: (kh, kw),
+                stride: s,
+                padding: p,
+                output: (ho, wo),
+            };
+            let out = amx_conv(a, x, bias, &geometry)?;
+            return Ok((CpuStorage::F32(out), Shape::from((b, co, ho, wo))));
+        }
         if self.winograd && kh == 3 && kw == 3 && s == 1 && winograd::pays(b, c, co, ho, wo) {
             let out = winograd::conv3x3(x, wt, bias, (b, c, h, w), co, p)?;
             return Ok((CpuStorage::F32(out), Shape::from((b, co, ho, wo))));
@@ -183,6 +231,76 @@ impl CustomOp3 for FusedConv2d {
     }
 }
 
+/// A convolution's sizes.
+struct Geometry {
+    input: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    stride: usize,
+    padding: usize,
+    output: (usize, usize),
+}
+
+/// The bf16 path: per tile of output pixels, the im2col patches (or, for a 1×1 convolution, the
+/// input itself) packed once as the bf16 B operand, and every output channel's row of the packed
+/// weight multiplied onto the bias in the NCHW output.
+fn amx_conv(a: &PackedRows, x: &[f32], bias: &[f32], g: &Geometry) -> Result<Vec<f32>> {
+    let (b, c, h, w) = g.input;
+    let (kh, kw) = g.kernel;
+    let (s, p) = (g.stride, g.padding);
+    let (ho, wo) = g.output;
+    let co = a.rows();
+    let (pix, ksz) = (ho * wo, c * kh * kw);
+    let mut out = vec![0f32; b * co * pix];
+    for (i, row) in out.chunks_exact_mut(pix).enumerate() {
+        row.fill(bias[i % co]);
+    }
+    let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
+    // Whole 32-pixel blocks per tile, a few MiB of patches each.
+    let tile = ((CONV_TILE_ELEMENTS / ksz.max(1)) / 32 * 32)
+        .clamp(32, 512)
+        .min(pix);
+    let tiles = pix.div_ceil(tile);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let stop = crate::model::interrupt::current();
+    (0..b * tiles).into_par_iter().for_each(|task| {
+        if crate::model::interrupt::is_set(stop.as_ref()) {
+            return;
+        }
+        let (bi, ti) = (task / tiles, task % tiles);
+        let t0 = ti * tile;
+        let tn = tile.min(pix - t0);
+        let xb = &x[bi * c * h * w..(bi + 1) * c * h * w];
+        let patches = if direct {
+            PackedBf16::pack_k_major(&xb[t0..], pix, tn, c)
+        } else {
+            SCRATCH.with(|scratch| {
+                let mut col = scratch.borrow_mut();
+                if col.len() < ksz * tn {
+                    col.resize(ksz * tn, 0.0);
+                }
+                let col = &mut col[..ksz * tn];
+                im2col_tile(xb, (c, h, w), (kh, kw), s, p, wo, t0, tn, col);
+                PackedBf16::pack_k_major(col, tn, tn, ksz)
+            })
+        };
+        // SAFETY: columns t0..t0+tn of every output channel of batch bi are this task's alone;
+        // rows are `pix` apart.
+        unsafe {
+            product_packed(
+                a,
+                &patches,
+                out_ptr.get().add(bi * co * pix + t0),
+                pix,
+                true,
+            );
+        }
+    });
+    if crate::model::interrupt::is_set(stop.as_ref()) {
+        return Err(crate::model::interrupt::interrupted());
+    }
+    Ok(out)
+}
+
 /// Fills `col` (`[c·kh·kw, tn]`) with the input patches of output pixels `t0..t0+tn` (row-major
 /// over an output `wo` wide), zero where the window hangs over the padding.
 #[allow(clippy::too_many_arguments)]
@@ -268,6 +386,19 @@ mod tests {
                 "{b} {ci} {co} {h} {w} {k} {s} {p}: {}",
                 diff / norm
             );
+            // bf16 tile products where the CPU has AMX: within bf16 rounding (~4e-3 per
+            // operand) of f32, and not equal to it.
+            let (co_, ci_, kh, kw) = wt.dims4()?;
+            let packed = PackedRows::pack(&wt.flatten_all()?.to_vec1::<f32>()?, co_, ci_ * kh * kw);
+            if let Some(packed) = packed {
+                let got = conv2d_bf16(&x, &wt, Arc::new(packed), &bias, s, p)?;
+                let diff = (&got - &want)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+                let rel = diff / norm;
+                assert!(
+                    rel > 1e-6 && rel < 1e-2,
+                    "bf16 {b} {ci} {co} {h} {w} {k} {s} {p}: {rel}"
+                );
+            }
         }
         Ok(())
     }

@@ -20,8 +20,8 @@ mod winograd;
 
 pub use attention::multi_head_attention;
 pub(crate) use attention::QUERY_BLOCK;
-pub use conv::conv2d;
 pub(crate) use conv::CONV_TILE_ELEMENTS;
+pub use conv::{conv2d, conv2d_bf16};
 pub use geglu::geglu;
 pub use norm::group_norm;
 

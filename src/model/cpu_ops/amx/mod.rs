@@ -141,6 +141,30 @@ impl PackedBf16 {
         Self::pack_with(n, k, |col, kk| weight[col * k + kk])
     }
 
+    /// Packs the `[n, k]` operand stored k-major: element `(col, kk)` at `src[kk * ld + col]`
+    /// (a tile of im2col patches, or a 1×1 convolution's input). Single-threaded, for callers
+    /// inside a rayon task; vectorised on AMX CPUs (two k rows interleaved per tile row).
+    pub fn pack_k_major(src: &[f32], ld: usize, n: usize, k: usize) -> PackedBf16 {
+        assert!(n >= 1 && k >= 1 && ld >= n && src.len() >= (k - 1) * ld + n);
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            let kblocks = k.div_ceil(TILE_K);
+            let npairs = n.div_ceil(BLOCK);
+            let mut data = vec![ZERO_LINE; npairs * kblocks * 2 * TILE];
+            // SAFETY: AVX-512F/BW/BF16 come with `available()`; `src` was checked above and
+            // `data` has one line per (pair, k block, tile, row).
+            unsafe { x86::pack_k_major(src, ld, n, k, kblocks, &mut data) };
+            return PackedBf16 {
+                n,
+                k,
+                kblocks,
+                npairs,
+                data,
+            };
+        }
+        Self::pack_with(n, k, |col, kk| src[kk * ld + col])
+    }
+
     /// Packs the `[n, k]` operand whose element `(col, kk)` is `at(col, kk)`: a weight seen
     /// through strides or transposed (an attention head's keys or values in place).
     pub fn pack_with(n: usize, k: usize, at: impl Fn(usize, usize) -> f32 + Sync) -> PackedBf16 {
@@ -210,6 +234,84 @@ impl PackedBf16 {
         let line = &self.data[((p * self.kblocks + kb) * 2 + t) * TILE + r];
         let off = c * 4 + (kk % 2) * 2;
         u16::from_le_bytes([line.0[off], line.0[off + 1]])
+    }
+}
+
+/// A `[rows, k]` left operand rounded to bf16 once, in the A-tile layout: a convolution's weight
+/// (rows are output channels), reused by every tile of pixels.
+pub struct PackedRows {
+    rows: usize,
+    k: usize,
+    kblocks: usize,
+    data: Vec<Line>,
+}
+
+impl std::fmt::Debug for PackedRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedRows")
+            .field("rows", &self.rows)
+            .field("k", &self.k)
+            .finish()
+    }
+}
+
+impl PackedRows {
+    /// Packs a row-major `[rows, k]` matrix; `None` where AMX is not [`available`] (the packing
+    /// uses AVX512-BF16 and only the tile products read it).
+    pub fn pack(a: &[f32], rows: usize, k: usize) -> Option<PackedRows> {
+        assert!(rows >= 1 && k >= 1 && a.len() >= rows * k);
+        if !available() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let kblocks = k.div_ceil(TILE_K);
+            let pairs = rows.div_ceil(BLOCK);
+            let mut data = vec![ZERO_LINE; pairs * kblocks * 2 * TILE];
+            // SAFETY: AVX-512F/BW/BF16 come with `available()`; `a` holds rows × k; `data` holds
+            // `pairs * kblocks * 32` lines.
+            unsafe { x86::pack_a(a, k, k, 0, rows, kblocks, 0, pairs * BLOCK, &mut data) };
+            Some(PackedRows {
+                rows,
+                k,
+                kblocks,
+                data,
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// `out[r][c] (+)= Σ_kk a[r][kk] · b[c][kk]` for every row of `a` and column of `b`, on this
+/// thread alone; `accumulate` adds onto what `out` holds (a convolution's bias), else overwrites.
+///
+/// # Safety
+/// `out` must be writable for `a.rows()` rows of `b.n()` floats, `ldo` apart, that no other
+/// thread touches meanwhile. `a` only exists where AMX is available.
+pub unsafe fn product_packed(
+    a: &PackedRows,
+    b: &PackedBf16,
+    out: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+) {
+    assert!(
+        a.k == b.k && ldo >= b.n,
+        "amx::product_packed: shapes do not fit"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `a` was packed, so AMX is available; the caller promises `out`.
+    unsafe {
+        x86::product_packed(&a.data, a.rows, a.kblocks, b, out, ldo, accumulate);
     }
 }
 

@@ -453,3 +453,35 @@ fn product_rows_strided_and_bounded() {
         }
     }
 }
+
+/// The vectorised k-major packing (convolution patches) lays out exactly what the general one
+/// does, tails in both dimensions included.
+#[test]
+fn k_major_packing_equals_the_general_one() {
+    let mut rng = Rng(11);
+    for &(n, k, ld) in &[
+        (1, 1, 1),
+        (17, 33, 20),
+        (91, 2880, 91),
+        (64, 320, 4096),
+        (300, 7, 301),
+    ] {
+        let src = rng.vec((k - 1) * ld + n);
+        let fast = PackedBf16::pack_k_major(&src, ld, n, k);
+        let general = PackedBf16::pack_with(n, k, |col, kk| src[kk * ld + col]);
+        assert_eq!(fast.bytes(), general.bytes());
+        for col in 0..n {
+            for kk in 0..k {
+                assert_eq!(
+                    fast.get(col, kk),
+                    general.get(col, kk),
+                    "{n}x{k} ({col}, {kk})"
+                );
+            }
+        }
+        assert!(
+            fast.data.iter().zip(&general.data).all(|(a, b)| a.0 == b.0),
+            "{n}x{k}: padding differs"
+        );
+    }
+}

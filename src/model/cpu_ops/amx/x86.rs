@@ -418,3 +418,133 @@ pub(super) unsafe fn product_rows(
         }
     });
 }
+
+/// [`super::product_packed`] on AMX: A tiles packed once (`a`, `rows` valid rows), B from
+/// [`PackedBf16`]. Full 32 × 32 blocks accumulate in place (their C tiles start from `out`
+/// itself when `accumulate`), edge blocks go through a scratch block.
+///
+/// # Safety
+/// AMX must be available; `a` holds `ceil(rows / 32) * kblocks * 32` lines with
+/// `kblocks == b.kblocks`; `out` is writable for `rows` rows of `b.n` floats, `ldo` apart.
+pub(super) unsafe fn product_packed(
+    a: &[Line],
+    rows: usize,
+    kblocks: usize,
+    b: &PackedBf16,
+    out: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+) {
+    let (n, npairs) = (b.n, b.npairs);
+    let pairs = rows.div_ceil(BLOCK);
+    let zeros = [0f32; BLOCK];
+    let mut scratch = [ZERO_LINE; BLOCK * 2];
+    // SAFETY: AMX is available (caller); the guard is dropped before returning.
+    let _tiles = unsafe { TileGuard::new() };
+    for q in 0..npairs {
+        let col0 = q * BLOCK;
+        let cols = (n - col0).min(BLOCK);
+        let bptr = b.data[q * kblocks * 2 * TILE..].as_ptr() as *const u8;
+        for p in 0..pairs {
+            let r0 = p * BLOCK;
+            let rr = (rows - r0).min(BLOCK);
+            let aptr = a[p * kblocks * 2 * TILE..].as_ptr() as *const u8;
+            if rr == BLOCK && cols == BLOCK {
+                // SAFETY: the 32 × 32 block at (r0, col0) is inside the caller's region; A and
+                // B hold `kblocks` tile pairs from these offsets; the accumulators start from
+                // that block (stride `ldo`) or from 128 zero bytes read at stride 0.
+                unsafe {
+                    let c = out.add(r0 * ldo + col0) as *mut u8;
+                    let (init, is) = if accumulate {
+                        (c as *const u8, ldo * 4)
+                    } else {
+                        (zeros.as_ptr() as *const u8, 0)
+                    };
+                    kernel_2x2(aptr, bptr, kblocks, init, is, c, ldo * 4);
+                }
+            } else {
+                let sp = scratch.as_mut_ptr() as *mut u8;
+                // SAFETY: as above, with C going to the 32 × 128-byte scratch.
+                unsafe { kernel_2x2(aptr, bptr, kblocks, zeros.as_ptr() as *const u8, 0, sp, 128) };
+                let sf = scratch.as_ptr() as *const f32;
+                for i in 0..rr {
+                    for j in 0..cols {
+                        // SAFETY: row `r0 + i < rows`, column `col0 + j < n`; scratch row `i`
+                        // holds 32 floats.
+                        unsafe {
+                            let o = out.add((r0 + i) * ldo + col0 + j);
+                            let v = *sf.add(i * BLOCK + j);
+                            *o = if accumulate { *o + v } else { v };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`PackedBf16::pack_k_major`] with AVX-512: for each tile row, 16 columns of two consecutive
+/// k rows converted together and interleaved into the (k, k + 1) pairs `tdpbf16ps` reads.
+///
+/// # Safety
+/// AVX-512F/BW/BF16 must be available; `src` must hold `(k - 1) * ld + n` elements and `data`
+/// `ceil(n / 32) * kblocks * 32` lines.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pack_k_major(
+    src: &[f32],
+    ld: usize,
+    n: usize,
+    k: usize,
+    kblocks: usize,
+    data: &mut [Line],
+) {
+    // Output lane 2j takes element j of the low half (row kk), lane 2j + 1 element j of the high
+    // half (row kk + 1).
+    let mut idx = [0i16; 32];
+    for j in 0..16 {
+        idx[2 * j] = j as i16;
+        idx[2 * j + 1] = 16 + j as i16;
+    }
+    // SAFETY: `idx` is 64 bytes.
+    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr() as *const __m512i) };
+    let npairs = n.div_ceil(BLOCK);
+    for p in 0..npairs {
+        for t in 0..2 {
+            let c0 = p * BLOCK + t * TILE;
+            if c0 >= n {
+                continue;
+            }
+            let cols = (n - c0).min(TILE);
+            let mask: __mmask16 = if cols == TILE {
+                0xffff
+            } else {
+                ((1u32 << cols) - 1) as u16
+            };
+            for kb in 0..kblocks {
+                for r in 0..TILE {
+                    let kk = kb * TILE_K + 2 * r;
+                    if kk >= k {
+                        break;
+                    }
+                    // SAFETY: rows kk (and kk + 1 when inside k) and columns c0..c0 + cols are
+                    // inside `src`; the masks keep the loads there.
+                    let v = unsafe {
+                        let lo = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(kk * ld + c0));
+                        let hi = if kk + 1 < k {
+                            _mm512_maskz_loadu_ps(mask, src.as_ptr().add((kk + 1) * ld + c0))
+                        } else {
+                            _mm512_setzero_ps()
+                        };
+                        let both =
+                            core::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                        _mm512_permutexvar_epi16(idx, both)
+                    };
+                    let line = ((p * kblocks + kb) * 2 + t) * TILE + r;
+                    // SAFETY: `line` is inside `data` (one line per pair, block, tile, row) and
+                    // lines are 64-byte aligned.
+                    unsafe { _mm512_store_si512(data.as_mut_ptr().add(line) as *mut __m512i, v) };
+                }
+            }
+        }
+    }
+}
