@@ -3,7 +3,8 @@
 //! In f32 a [`Linear`] is candle's (the same arithmetic the parity tests pin). Inside
 //! [`with_bf16_matmuls`] the calling thread's f32 linear layers on such a CPU multiply with bf16
 //! operands and f32 accumulation instead, as PyTorch's CPU autocast does, and so do the attention
-//! core's two products (`cpu_ops::multi_head_attention`): activations, norms, softmax and the
+//! core's two products (`cpu_ops::multi_head_attention`) and the convolutions with 64+ output
+//! channels (`blocks::Conv2d`): activations, norms, softmax and the
 //! residual stream stay f32, and each weight is packed to bf16 once, on first use, in the tile
 //! layout AMX reads. AMX's bf16 products run at many times the f32 rate of AVX-512,
 //! which makes the UNet's projections and feed-forward layers cheap; elsewhere (no AMX, another

@@ -328,8 +328,8 @@ pub struct UNet2DConditionModel {
     conv_out: Conv2d,
     pub position_net: Option<PositionNet>,
     pub config: UNetConfig,
-    /// Whether the transformer blocks' linear layers multiply in bf16 (f32 accumulation) on a CPU
-    /// with AMX; see [`super::linear::with_bf16_matmuls`].
+    /// Whether the linear layers, attention products and convolutions multiply in bf16 (f32
+    /// accumulation) on a CPU with AMX; see [`super::linear::with_bf16_matmuls`].
     bf16_matmuls: bool,
 }
 
@@ -618,8 +618,9 @@ impl UNet2DConditionModel {
         })
     }
 
-    /// Multiplies the linear layers in bf16 with f32 accumulation where the CPU has AMX (an f32
-    /// model: activations, norms, attention and convolutions stay f32).
+    /// Multiplies in bf16 with f32 accumulation where the CPU has AMX: linear layers, attention
+    /// products and the convolutions with 64+ output channels (an f32 model: activations, norms,
+    /// softmax and the 4-channel first and last convolutions stay f32).
     pub fn set_bf16_matmuls(&mut self, on: bool) {
         self.bf16_matmuls = on;
     }

@@ -131,10 +131,10 @@ pub fn parse_dtype(name: &str) -> Result<DType, UnknownDType> {
 }
 
 /// The dtype to build a model's tensors in when `requested` is asked for on `device`, and whether
-/// its UNet's linear layers then multiply in bf16. bf16 on a CPU with AMX-BF16 is an f32 model whose
-/// transformer-block linear layers multiply bf16 operands with f32 accumulation, as PyTorch's CPU
-/// autocast does: those products run several times faster than in f32, while norms, softmax,
-/// convolutions and the residual stream keep f32 (and Glichen's fused f32 kernels). Elsewhere the
+/// its UNet then multiplies in bf16. bf16 on a CPU with AMX-BF16 is an f32 model whose UNet
+/// multiplies bf16 operands with f32 accumulation in its linear layers, attention products and
+/// convolutions, as PyTorch's CPU autocast does: those products run several times faster than in
+/// f32, while norms, softmax and the residual stream keep f32 (and Glichen's fused f32 kernels). Elsewhere the
 /// dtype is used as asked (on other CPUs candle converts each bf16 operation, which saves memory,
 /// not time).
 pub fn cpu_bf16_plan(device: &Device, requested: DType) -> (DType, bool) {
