@@ -1,7 +1,6 @@
 //! Multi-head attention: score blocks of a few query rows, softmax and the product with the
 //! values, each block in the cache.
 
-#[cfg(target_arch = "x86_64")]
 use super::{exp, f32_slice, SendPtr, SCRATCH};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -93,23 +92,12 @@ impl CustomOp3 for FusedAttention {
             let out = self.packed_heads(q, k, v, (b, n, m), (d, dv))?;
             return Ok((CpuStorage::F32(out), Shape::from((b, n, vd))));
         }
-        let mut out = vec![0f32; b * n * vd];
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let qb = self.block.clamp(1, 512);
-        let blocks = n.div_ceil(qb);
         let scale = self.scale;
-        // A cancel stops the remaining tasks (the worker threads do not see the caller's flag).
-        let stop = crate::model::interrupt::current();
-        (0..b * h * blocks).into_par_iter().for_each(|task| {
-            if crate::model::interrupt::is_set(stop.as_ref()) {
-                return;
-            }
-            let (bh, blk) = (task / blocks, task % blocks);
-            let (bi, hi) = (bh / h, bh % h);
-            let r0 = blk * qb;
-            let rows = qb.min(n - r0);
-            SCRATCH.with(|scratch| {
-                let mut scores = scratch.borrow_mut();
+        let out = self.each_query_block((b, n), vd, |block, scores, out_ptr| {
+            let QueryBlock {
+                bi, hi, r0, rows, ..
+            } = block;
+            {
                 if scores.len() < rows * m {
                     scores.resize(rows * m, 0.0);
                 }
@@ -179,16 +167,60 @@ impl CustomOp3 for FusedAttention {
                         }
                     }
                 }
-            });
-        });
-        if crate::model::interrupt::is_set(stop.as_ref()) {
-            return Err(crate::model::interrupt::interrupted());
-        }
+            }
+        })?;
         Ok((CpuStorage::F32(out), Shape::from((b, n, vd))))
     }
 }
 
+/// One task's share: batch `bi`, head `hi` (`bh = bi · heads + hi`), query rows `r0..r0 + rows`.
+#[derive(Clone, Copy)]
+struct QueryBlock {
+    bi: usize,
+    hi: usize,
+    bh: usize,
+    r0: usize,
+    rows: usize,
+}
+
 impl FusedAttention {
+    /// Runs `body` on every query block of every head in parallel, with this thread's score
+    /// scratch and the output (`b · n · vd` floats, of which each block writes only its rows of
+    /// its head's columns). A cancel stops the remaining blocks: the worker threads do not see
+    /// the caller's flag, so it is taken here.
+    fn each_query_block(
+        &self,
+        (b, n): (usize, usize),
+        vd: usize,
+        body: impl Fn(QueryBlock, &mut Vec<f32>, SendPtr) + Sync,
+    ) -> Result<Vec<f32>> {
+        let h = self.heads;
+        let mut out = vec![0f32; b * n * vd];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let qb = self.block.clamp(1, 512);
+        let blocks = n.div_ceil(qb);
+        let stop = crate::model::interrupt::current();
+        (0..b * h * blocks).into_par_iter().for_each(|task| {
+            if crate::model::interrupt::is_set(stop.as_ref()) {
+                return;
+            }
+            let (bh, blk) = (task / blocks, task % blocks);
+            let r0 = blk * qb;
+            let block = QueryBlock {
+                bi: bh / h,
+                hi: bh % h,
+                bh,
+                r0,
+                rows: qb.min(n - r0),
+            };
+            SCRATCH.with(|scratch| body(block, &mut scratch.borrow_mut(), out_ptr));
+        });
+        if crate::model::interrupt::is_set(stop.as_ref()) {
+            return Err(crate::model::interrupt::interrupted());
+        }
+        Ok(out)
+    }
+
     /// The bf16 path on AMX: each head's keys (scaled) and values packed once as bf16 tiles,
     /// then per query block the scores and the probabilities' product with the values as tile
     /// products with f32 accumulation; the softmax stays f32.
@@ -219,22 +251,16 @@ impl FusedAttention {
             .collect();
         // Score rows padded to whole 32-key blocks, so that every block is stored in place.
         let kp = m.div_ceil(32) * 32;
-        let mut out = vec![0f32; b * n * vd];
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let qb = self.block.clamp(1, 512);
-        let blocks = n.div_ceil(qb);
-        let stop = crate::model::interrupt::current();
-        (0..b * h * blocks).into_par_iter().for_each(|task| {
-            if crate::model::interrupt::is_set(stop.as_ref()) {
-                return;
-            }
-            let (bh, blk) = (task / blocks, task % blocks);
-            let (bi, hi) = (bh / h, bh % h);
-            let r0 = blk * qb;
-            let rows = qb.min(n - r0);
+        let out = self.each_query_block((b, n), vd, |block, scores, out_ptr| {
+            let QueryBlock {
+                bi,
+                hi,
+                bh,
+                r0,
+                rows,
+            } = block;
             let (keys, vals) = &heads[bh];
-            SCRATCH.with(|scratch| {
-                let mut scores = scratch.borrow_mut();
+            {
                 if scores.len() < rows * kp {
                     scores.resize(rows * kp, 0.0);
                 }
@@ -261,11 +287,8 @@ impl FusedAttention {
                         }
                     }
                 }
-            });
-        });
-        if crate::model::interrupt::is_set(stop.as_ref()) {
-            return Err(crate::model::interrupt::interrupted());
-        }
+            }
+        })?;
         Ok(out)
     }
 
@@ -294,24 +317,18 @@ impl FusedAttention {
                 kern::pack_keys(&k[bi * m * qd + hi * d..], qd, m, d, kp);
                 kern::pack_values(&v[bi * m * vd + hi * dv..], vd, m, dv, vp);
             });
-        let mut out = vec![0f32; b * n * vd];
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let qb = self.block.clamp(1, 512);
-        let blocks = n.div_ceil(qb);
         let scale = self.scale;
-        let stop = crate::model::interrupt::current();
-        (0..b * h * blocks).into_par_iter().for_each(|task| {
-            if crate::model::interrupt::is_set(stop.as_ref()) {
-                return;
-            }
-            let (bh, blk) = (task / blocks, task % blocks);
-            let (bi, hi) = (bh / h, bh % h);
-            let r0 = blk * qb;
-            let rows = qb.min(n - r0);
+        let out = self.each_query_block((b, n), vd, |block, scores, out_ptr| {
+            let QueryBlock {
+                bi,
+                hi,
+                bh,
+                r0,
+                rows,
+            } = block;
             let kp = &keys[bh * kpad * d..(bh + 1) * kpad * d];
             let vp = &vals[bh * m * vpad..(bh + 1) * m * vpad];
-            SCRATCH.with(|scratch| {
-                let mut scores = scratch.borrow_mut();
+            {
                 if scores.len() < rows * kpad {
                     scores.resize(rows * kpad, 0.0);
                 }
@@ -333,11 +350,8 @@ impl FusedAttention {
                     let o0 = out_ptr.get().add((bi * n + r0) * vd + hi * dv);
                     kern::values(scores.as_ptr(), kpad, rows, m, vp, dv, inv, o0, vd);
                 }
-            });
-        });
-        if crate::model::interrupt::is_set(stop.as_ref()) {
-            return Err(crate::model::interrupt::interrupted());
-        }
+            }
+        })?;
         Ok(out)
     }
 }

@@ -1,6 +1,5 @@
 //! GEGLU's gating (`h · gelu(g)`) in one pass, with PyTorch's erf.
 
-#[cfg(target_arch = "x86_64")]
 use super::{exp, f32_slice};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

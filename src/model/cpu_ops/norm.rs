@@ -1,6 +1,5 @@
 //! GroupNorm, optionally fused with the SiLU that follows it.
 
-#[cfg(target_arch = "x86_64")]
 use super::{exp, f32_slice};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

@@ -311,7 +311,7 @@ pub unsafe fn product_packed(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `a` was packed, so AMX is available; the caller promises `out`.
     unsafe {
-        x86::product_packed(&a.data, a.rows, a.kblocks, b, out, ldo, accumulate);
+        x86::tile_products(&a.data, a.rows, a.kblocks, b, out, ldo, b.n, accumulate);
     }
 }
 

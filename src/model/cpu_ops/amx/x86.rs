@@ -1,3 +1,4 @@
+use super::super::SendPtr;
 use super::*;
 use core::arch::asm;
 use core::arch::x86_64::*;
@@ -193,21 +194,6 @@ thread_local! {
     static A_BUF: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint blocks of `out` through this pointer (see `matmul`).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above; the pointer itself is never used to create overlapping references.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// Taking `self` makes closures capture the whole wrapper (which is `Send`) rather than
-    /// the raw pointer field (which is not).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Bytes of one tile.
 const TILE_BYTES: usize = TILE * 64;
 /// Target bytes of one packed A block; two of them (double buffer) plus a B panel should
@@ -348,8 +334,7 @@ pub(super) fn matmul(
 
 /// `out[r][c] = Σ_kk bf16(a[r][kk]) · B[c][kk]` for `rows` rows of `a` (`lda` apart) on this
 /// thread alone: the products of one attention task, which already runs on a rayon worker.
-/// Column blocks that fit inside `out_cols` are stored straight into `out` (rows `ldo` apart),
-/// the last partial one through a scratch block, so nothing past `out_cols` is written.
+/// Nothing past `out_cols` columns is written.
 ///
 /// # Safety
 /// [`available`] must be true; `a` must hold `(rows - 1) * lda + k` elements; `out` must be
@@ -364,10 +349,9 @@ pub(super) unsafe fn product_rows(
     ldo: usize,
     out_cols: usize,
 ) {
-    let (n, k, kblocks, npairs) = (packed.n, packed.k, packed.kblocks, packed.npairs);
+    let (k, kblocks) = (packed.k, packed.kblocks);
     let pairs = rows.div_ceil(BLOCK);
     let lines = pairs * kblocks * 2 * TILE;
-    let zeros = [0f32; BLOCK];
     A_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         if buf.len() < lines {
@@ -377,62 +361,30 @@ pub(super) unsafe fn product_rows(
         // SAFETY: AVX-512F/BW/BF16 come with `available()`; the caller promises `a`'s extent;
         // `abuf` holds `pairs * kblocks * 32` lines.
         unsafe { pack_a(a, k, lda, 0, rows, kblocks, 0, pairs * BLOCK, abuf) };
-        let mut scratch = [ZERO_LINE; BLOCK * 2];
-        // SAFETY: AMX is enabled (`available()`); the guard is dropped before returning.
-        let _tiles = unsafe { TileGuard::new() };
-        let init = zeros.as_ptr() as *const u8;
-        for q in 0..npairs {
-            let col0 = q * BLOCK;
-            let cols = (n - col0).min(BLOCK);
-            let bptr = packed.data[q * kblocks * 2 * TILE..].as_ptr() as *const u8;
-            for p in 0..pairs {
-                let r0 = p * BLOCK;
-                let rr = (rows - r0).min(BLOCK);
-                let aptr = abuf[p * kblocks * 2 * TILE..].as_ptr() as *const u8;
-                if rr == BLOCK && col0 + BLOCK <= out_cols {
-                    // SAFETY: 32 rows × 32 columns at (r0, col0) lie inside the caller's
-                    // region; A and B hold `kblocks` tile pairs from these offsets; `init` is
-                    // 128 zero bytes read at stride 0.
-                    unsafe {
-                        let c = out.add(r0 * ldo + col0) as *mut u8;
-                        kernel_2x2(aptr, bptr, kblocks, init, 0, c, ldo * 4);
-                    }
-                } else {
-                    let sp = scratch.as_mut_ptr() as *mut u8;
-                    // SAFETY: as above, with C going to the 32 × 128-byte scratch.
-                    unsafe { kernel_2x2(aptr, bptr, kblocks, init, 0, sp, 128) };
-                    let sf = scratch.as_ptr() as *const f32;
-                    for i in 0..rr {
-                        // SAFETY: row `r0 + i < rows`, columns `col0..col0 + cols <= n <=
-                        // out_cols`; scratch row `i` holds 32 floats.
-                        unsafe {
-                            core::ptr::copy_nonoverlapping(
-                                sf.add(i * BLOCK),
-                                out.add((r0 + i) * ldo + col0),
-                                cols,
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        // SAFETY: AMX is available; `abuf` was just packed with `kblocks` blocks; the caller
+        // promises `out`.
+        unsafe { tile_products(abuf, rows, kblocks, packed, out, ldo, out_cols, false) };
     });
 }
 
-/// [`super::product_packed`] on AMX: A tiles packed once (`a`, `rows` valid rows), B from
-/// [`PackedBf16`]. Full 32 × 32 blocks accumulate in place (their C tiles start from `out`
-/// itself when `accumulate`), edge blocks go through a scratch block.
+/// One thread's tile products: every row pair of the packed A tiles (`a`, `rows` valid rows)
+/// against every column pair of `b`. Full 32 × 32 blocks inside `out_cols` go straight to `out`
+/// (their accumulators start from `out` itself when `accumulate`, else from zero); the others go
+/// through a scratch block, so nothing past `out_cols` is written.
 ///
 /// # Safety
 /// AMX must be available; `a` holds `ceil(rows / 32) * kblocks * 32` lines with
-/// `kblocks == b.kblocks`; `out` is writable for `rows` rows of `b.n` floats, `ldo` apart.
-pub(super) unsafe fn product_packed(
+/// `kblocks == b.kblocks`; `out` is writable for `rows` rows of `out_cols >= b.n` floats, `ldo`
+/// apart, that no other thread touches meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile_products(
     a: &[Line],
     rows: usize,
     kblocks: usize,
     b: &PackedBf16,
     out: *mut f32,
     ldo: usize,
+    out_cols: usize,
     accumulate: bool,
 ) {
     let (n, npairs) = (b.n, b.npairs);
@@ -449,7 +401,7 @@ pub(super) unsafe fn product_packed(
             let r0 = p * BLOCK;
             let rr = (rows - r0).min(BLOCK);
             let aptr = a[p * kblocks * 2 * TILE..].as_ptr() as *const u8;
-            if rr == BLOCK && cols == BLOCK {
+            if rr == BLOCK && col0 + BLOCK <= out_cols {
                 // SAFETY: the 32 × 32 block at (r0, col0) is inside the caller's region; A and
                 // B hold `kblocks` tile pairs from these offsets; the accumulators start from
                 // that block (stride `ldo`) or from 128 zero bytes read at stride 0.
