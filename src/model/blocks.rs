@@ -57,23 +57,17 @@ impl Conv2d {
     fn bf16_weight(&self) -> Option<Arc<cpu_ops::amx::PackedRows>> {
         self.bf16
             .get_or_init(|| {
-                let w = &self.weight;
-                if !cpu_ops::fused_cpu(w) {
-                    return None;
-                }
-                let (co, ci, kh, kw) = w.dims4().ok()?;
+                let (co, ci, kh, kw) = self.weight.dims4().ok()?;
                 // The UNet's first and last convolutions (4 latent channels in or out) stay
                 // f32: they are cheap, and rounding the latents or the prediction itself to
                 // bf16 would cost more precision than every other layer together.
                 if co < 64 || ci * kh * kw < 256 {
                     return None;
                 }
-                let (storage, layout) = w.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else {
-                    return None;
-                };
-                let data = cpu_ops::f32_slice(cpu, layout, "weight").ok()?;
-                cpu_ops::amx::PackedRows::pack(data, co, ci * kh * kw).map(Arc::new)
+                cpu_ops::with_f32_data(&self.weight, |data| {
+                    cpu_ops::amx::PackedRows::pack(data, co, ci * kh * kw)
+                })?
+                .map(Arc::new)
             })
             .clone()
     }

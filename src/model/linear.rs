@@ -94,20 +94,8 @@ impl Linear {
         self.packed
             .get_or_init(|| {
                 let w = self.inner.weight();
-                if !cpu_ops::fused_cpu(w) {
-                    return None;
-                }
                 let (n, k) = w.dims2().ok()?;
-                // Packed straight from the weight's storage: a copy first would cost as much
-                // as the packing (1.7 GB for SD's UNet).
-                let weight = {
-                    let (storage, layout) = w.storage_and_layout();
-                    let candle_core::Storage::Cpu(cpu) = &*storage else {
-                        return None;
-                    };
-                    let data = cpu_ops::f32_slice(cpu, layout, "weight").ok()?;
-                    amx::PackedBf16::pack(data, n, k)
-                };
+                let weight = cpu_ops::with_f32_data(w, |data| amx::PackedBf16::pack(data, n, k))?;
                 let bias = match self.inner.bias() {
                     Some(b) if cpu_ops::fused_cpu(b) => Some(b.to_vec1::<f32>().ok()?),
                     Some(_) => return None,
@@ -162,23 +150,10 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
-    fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let n = b
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        (d / n).sqrt()
+    fn rel_l2(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let d = (a - b)?.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        let n = b.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        Ok((d / n).sqrt())
     }
 
     #[test]
@@ -190,7 +165,7 @@ mod tests {
         let ours = Linear::new(w.clone(), Some(b.clone()));
         let theirs = candle_nn::Linear::new(w, Some(b));
         let want = theirs.forward(&xs)?;
-        assert_eq!(rel_l2(&ours.forward(&xs)?, &want), 0.0);
+        assert_eq!(rel_l2(&ours.forward(&xs)?, &want)?, 0.0);
         // Another dtype inside the scope: candle's path, never the packing.
         let half = Linear::new(ours.weight().to_dtype(DType::BF16)?, None);
         with_bf16_matmuls(true, || half.forward(&xs.to_dtype(DType::BF16)?))?;
@@ -217,10 +192,10 @@ mod tests {
             // The same product on bf16-rounded operands in f32: equal up to summation order.
             let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
             let want = candle_nn::Linear::new(round(&w)?, Some(b)).forward(&round(&xs)?)?;
-            let err = rel_l2(&got, &want);
+            let err = rel_l2(&got, &want)?;
             assert!(err < 1e-6, "{m}x{k}x{n}: {err}");
             // And bf16's own rounding against the f32 product: what a user trades.
-            let f32_err = rel_l2(&got, &lin.forward(&xs)?);
+            let f32_err = rel_l2(&got, &lin.forward(&xs)?)?;
             assert!(f32_err > 1e-5 && f32_err < 1e-2, "{m}x{k}x{n}: {f32_err}");
         }
         Ok(())

@@ -33,17 +33,13 @@ pub fn conv2d_bf16(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
-    x.apply_op3_no_bwd(
-        &weight,
-        &bias,
-        &FusedConv2d {
-            stride,
-            padding,
-            winograd: false,
-            amx: Some(packed),
-        },
-    )
+    let op = FusedConv2d {
+        stride,
+        padding,
+        winograd: false,
+        amx: Some(packed),
+    };
+    apply(x, weight, bias, &op)
 }
 
 /// [`conv2d`], with Winograd allowed or not (tests compare the two in one process).
@@ -55,17 +51,29 @@ pub(super) fn conv2d_with(
     padding: usize,
     winograd: bool,
 ) -> Result<Tensor> {
+    let op = FusedConv2d {
+        stride,
+        padding,
+        winograd,
+        amx: None,
+    };
+    apply(x, weight, bias, &op)
+}
+
+fn apply(x: &Tensor, weight: &Tensor, bias: &Tensor, op: &FusedConv2d) -> Result<Tensor> {
     let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
-    x.apply_op3_no_bwd(
-        &weight,
-        &bias,
-        &FusedConv2d {
-            stride,
-            padding,
-            winograd,
-            amx: None,
-        },
-    )
+    x.apply_op3_no_bwd(&weight, &bias, op)
+}
+
+/// The `[batch, out, pixels]` output holding each channel's bias: the products accumulate onto
+/// it.
+fn biased_output(b: usize, bias: &[f32], pix: usize) -> Vec<f32> {
+    let co = bias.len();
+    let mut out = vec![0f32; b * co * pix];
+    for (i, row) in out.chunks_exact_mut(pix).enumerate() {
+        row.fill(bias[i % co]);
+    }
+    out
 }
 
 /// `GLICHEN_CONV=im2col` keeps every convolution on im2col (to compare against Winograd, or to
@@ -146,11 +154,7 @@ impl CustomOp3 for FusedConv2d {
         }
         let pix = ho * wo;
         let ksz = c * kh * kw;
-        let mut out = vec![0f32; b * co * pix];
-        // Bias first: the products accumulate onto it.
-        for (i, row) in out.chunks_exact_mut(pix).enumerate() {
-            row.fill(bias[i % co]);
-        }
+        let mut out = biased_output(b, bias, pix);
         let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
         let tile = if direct {
             pix.min(CONV_TILE_ELEMENTS / c.max(1)).max(1)
@@ -250,10 +254,7 @@ fn amx_conv(a: &PackedRows, x: &[f32], bias: &[f32], g: &Geometry) -> Result<Vec
     let (ho, wo) = g.output;
     let co = a.rows();
     let (pix, ksz) = (ho * wo, c * kh * kw);
-    let mut out = vec![0f32; b * co * pix];
-    for (i, row) in out.chunks_exact_mut(pix).enumerate() {
-        row.fill(bias[i % co]);
-    }
+    let mut out = biased_output(b, bias, pix);
     let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
     // Whole 32-pixel blocks per tile, a few MiB of patches each.
     let tile = ((CONV_TILE_ELEMENTS / ksz.max(1)) / 32 * 32)

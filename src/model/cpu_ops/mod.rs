@@ -44,6 +44,16 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
     }
 }
 
+/// Runs `f` on a contiguous CPU f32 tensor's data in place (a weight being packed: copying it
+/// first would cost as much as the packing); `None` for any other tensor.
+pub(crate) fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return None;
+    };
+    f32_slice(cpu, layout, "tensor").ok().map(f)
+}
+
 /// A raw pointer that may cross into rayon tasks; every task writes a disjoint region.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
